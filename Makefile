@@ -15,14 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[lab,test]'
 	touch $(STAMP)
 
+# LAB_ARGS / APP_ARGS pass extra server options through, e.g.
+#   make lab LAB_ARGS="--no-browser --port=8899"   (tests/test_lab.py starts it this way)
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest
 
 app: setup
-	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1
+	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1 $(APP_ARGS)
 
 student: setup
 	$(BIN)/python -m mmu.exercises.student exercises/ exercises/student/
