@@ -1,0 +1,290 @@
+"""mmu.permissions: KVM's permission bitmap, PKRU mask and permission_fault.
+
+Expected values are derived by hand from the SDM's access rules (Vol. 3A 4.6,
+"Access Rights"; 4.6.2 "Protection Keys") and the fact sheet (§7.3, §7.4, §10.1),
+never from running the code under test.
+
+The roles used by most tests are small stand-ins that carry only the bits
+update_permission_bitmask reads, so a bug in mmu.roles cannot hide one here; a
+few tests at the end go through the real ``cpu_role(regs)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+import pytest
+
+from mmu.bits import ACC_EXEC_MASK as X, ACC_USER_MASK as U, ACC_WRITE_MASK as W, PFErr
+from mmu.permissions import (GuestMetadata, PFERR_IMPLICIT_ACCESS, ept_gpte_access, gpte_access,
+                             gpte_pkey, permission_fault, refresh_passthrough_bits,
+                             render_permissions_table, reset_guest_paging_metadata,
+                             update_permission_bitmask, update_pkru_bitmask)
+from mmu.regs import RFLAGS
+
+AC = int(RFLAGS.FIXED1 | RFLAGS.AC)
+NO_AC = int(RFLAGS.FIXED1)
+
+# PFEC values of the six real access kinds.
+SUP_READ, SUP_WRITE, SUP_FETCH = 0, int(PFErr.WR), int(PFErr.ID)
+USER_READ, USER_WRITE, USER_FETCH = int(PFErr.US), int(PFErr.US | PFErr.WR), int(PFErr.US | PFErr.ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    cr0_wp: bool = True
+    efer_nx: bool = True
+    level: int = 4
+    has_4_byte_gpte: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ext:
+    cr4_smep: bool = False
+    cr4_smap: bool = False
+    cr4_pke: bool = False
+    cr4_pse: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class _Role:
+    base: _Base
+    ext: _Ext
+
+
+def role(wp=True, nx=True, smep=False, smap=False, pke=False, level=4, pse=True) -> _Role:
+    return _Role(_Base(cr0_wp=wp, efer_nx=nx, level=level, has_4_byte_gpte=level == 2),
+                 _Ext(cr4_smep=smep, cr4_smap=smap, cr4_pke=pke, cr4_pse=pse))
+
+
+def faults(table, pfec: int, acc: int, ac: bool = False) -> bool:
+    """Read the table the way permission_fault indexes it (without going through it)."""
+    return bool(table[(pfec >> 1) | (4 if ac else 0)] >> acc & 1)
+
+
+# ---------------------------------------------------------------------------
+# (a) hand-derived entries
+# ---------------------------------------------------------------------------
+
+def test_plain_table_wp_nx_matches_sdm_by_hand():
+    # WP=1, NX=1, no SMEP/SMAP.  Fault sets as ACC-value bitmasks:
+    # non-writable = {0,1,4,5} = 0x33, non-user = {0..3} = 0x0f, non-exec = {0,2,4,6} = 0x55.
+    t = update_permission_bitmask(role())
+    expected = [0x00, 0x33, 0x0F, 0x3F] * 2 + [0x55, 0x77, 0x5F, 0x7F] * 2
+    assert list(t) == expected
+
+
+def test_cr0_wp0_lets_supervisor_write_read_only_page():
+    ro_sup = X                               # present, read-only, supervisor, executable
+    assert faults(update_permission_bitmask(role(wp=True)), SUP_WRITE, ro_sup)
+    assert not faults(update_permission_bitmask(role(wp=False)), SUP_WRITE, ro_sup)
+    # ...but WP never helps a user write to a read-only user page.
+    assert faults(update_permission_bitmask(role(wp=False)), USER_WRITE, U | X)
+    # WP=0 also lets supervisor writes into read-only *user* pages (no SMAP).
+    assert not faults(update_permission_bitmask(role(wp=False)), SUP_WRITE, U | X)
+
+
+def test_smep_supervisor_fetch_of_user_page_faults():
+    user_code = U | X
+    assert not faults(update_permission_bitmask(role()), SUP_FETCH, user_code)
+    t = update_permission_bitmask(role(smep=True))
+    assert faults(t, SUP_FETCH, user_code)
+    assert not faults(t, SUP_FETCH, X)             # kernel code still runs
+    assert not faults(t, USER_FETCH, user_code)    # user code from CPL 3 too
+    # SMEP is about fetches only; RFLAGS.AC does not override it.
+    assert not faults(t, SUP_READ, user_code)
+    assert faults(t, SUP_FETCH, user_code, ac=True)
+
+
+def test_smap_and_its_ac_override():
+    user_data = U | W
+    t = update_permission_bitmask(role(smap=True))
+    assert faults(t, SUP_READ, user_data)
+    assert faults(t, SUP_WRITE, user_data)
+    # RSVD slot set = "SMAP overridden" (RFLAGS.AC=1 on an explicit access).
+    assert not faults(t, SUP_READ, user_data, ac=True)
+    assert not faults(t, SUP_WRITE, user_data, ac=True)
+    # SMAP does not apply to fetches or user accesses.
+    assert not faults(t, SUP_FETCH, U | X)
+    assert not faults(t, USER_READ, user_data)
+    assert t[0] == 0xF0 and t[4] == 0x00           # sup read: all user pages / none
+
+
+def test_no_efer_nx_means_no_fetch_faults_from_the_table():
+    # Without NX the XD bit is reserved, so an ACC value without X never reaches
+    # the table; the table itself must not fault on it.
+    t = update_permission_bitmask(role(nx=False))
+    assert not faults(t, SUP_FETCH, 0)
+    assert not faults(t, USER_FETCH, U)
+    assert faults(update_permission_bitmask(role(nx=True)), SUP_FETCH, 0)
+    # SMEP still applies without NX.
+    assert faults(update_permission_bitmask(role(nx=False, smep=True)), SUP_FETCH, U | X)
+
+
+def test_ept_table_uses_user_as_readable_and_ignores_cpu_state():
+    # EPT accesses: a read carries PFERR_USER (it asks for "U" = readable).
+    for r in (role(), role(wp=False, smep=True, smap=True, nx=False)):
+        t = update_permission_bitmask(r, ept=True)
+        assert faults(t, USER_READ, 0) and not faults(t, USER_READ, U)
+        assert faults(t, USER_WRITE, U) and not faults(t, USER_WRITE, U | W)
+        assert faults(t, USER_FETCH, U) and not faults(t, USER_FETCH, U | X)
+        assert faults(t, USER_FETCH, X)           # exec-only page, fetched: U missing
+    assert update_permission_bitmask(role(), ept=True) == \
+        update_permission_bitmask(role(wp=False, smep=True, smap=True, nx=False), ept=True)
+
+
+def test_gpte_access_per_format():
+    # P|RW|US, no XD -> exec|write|user
+    assert gpte_access(0x7) == U | W | X
+    assert gpte_access(0x7 | 1 << 63) == U | W
+    assert gpte_access(0x1 | 1 << 63) == 0
+    assert gpte_access(0x5, eight_byte=False) == U | X          # 4-byte: always executable
+    assert gpte_access(0x1 | 0xF << 59) == X                    # pkey bits are not access bits
+    # EPT: R -> USER, W -> WRITE, X -> EXEC
+    assert ept_gpte_access(0b001) == U
+    assert ept_gpte_access(0b011) == U | W
+    assert ept_gpte_access(0b100) == X
+    assert ept_gpte_access(0b111) == U | W | X
+    assert gpte_pkey(0x1 | 0xA << 59) == 0xA
+    assert gpte_pkey(0x1 | 0xA << 59, eight_byte=False) == 0
+
+
+# ---------------------------------------------------------------------------
+# (c) the PKRU mask by hand
+# ---------------------------------------------------------------------------
+
+def test_pkru_mask_by_hand():
+    # Indexes with the RSVD slot ("user page") set and no fetch: 4, 5, 6, 7.
+    # 2-bit values (WD<<1 | AD) at bit offset 2*b:
+    #   b=4 sup read  -> 01 @8  = 0x0100;   b=5 sup write  -> 11 @10 = 0x0c00 (WP=1)
+    #   b=6 user read -> 01 @12 = 0x1000;   b=7 user write -> 11 @14 = 0xc000
+    assert update_pkru_bitmask(role(pke=True, wp=True)) == 0xDD00
+    # WP=0: a supervisor write ignores WD -> b=5 is 01 @10 = 0x0400.
+    assert update_pkru_bitmask(role(pke=True, wp=False)) == 0xD500
+    assert update_pkru_bitmask(role(pke=False)) == 0
+    # SMEP/SMAP/NX do not enter the mask.
+    assert update_pkru_bitmask(role(pke=True, smep=True, smap=True, nx=False)) == 0xDD00
+
+
+def test_permission_fault_protection_keys():
+    r = role(pke=True)
+    m = reset_guest_paging_metadata(r)
+    ad1 = 1 << 2          # PKRU.AD for key 1
+    wd1 = 2 << 2          # PKRU.WD for key 1
+    P, PK = int(PFErr.P), int(PFErr.PK)
+    f = m.permission_fault
+    assert f(U | W, 1, USER_READ, rflags=NO_AC, pkru=ad1) == P | PK
+    assert f(U | W, 0, USER_READ, rflags=NO_AC, pkru=ad1) == 0          # other key
+    assert f(U | W, 1, SUP_READ, rflags=NO_AC, pkru=ad1) == P | PK      # sup access to user page
+    assert f(W | X, 1, SUP_READ, rflags=NO_AC, pkru=ad1) == 0           # supervisor page: no PK
+    assert f(U | X, 1, USER_FETCH, rflags=NO_AC, pkru=ad1) == 0         # fetches: no PK
+    assert f(U | W, 1, USER_WRITE, rflags=NO_AC, pkru=wd1) == P | PK
+    assert f(U | W, 1, USER_READ, rflags=NO_AC, pkru=wd1) == 0
+    assert f(U | W, 1, SUP_WRITE, rflags=NO_AC, pkru=wd1) == P | PK     # WP=1
+    m0 = reset_guest_paging_metadata(role(pke=True, wp=False))
+    assert m0.permission_fault(U | W, 1, SUP_WRITE, rflags=NO_AC, pkru=wd1) == 0
+    # PK and an ordinary violation together: both reported.
+    assert f(U, 1, USER_WRITE, rflags=NO_AC, pkru=wd1) == P | PK
+    # Without CR4.PKE nothing about PKRU matters.
+    assert reset_guest_paging_metadata(role()).permission_fault(
+        U | W, 1, USER_READ, rflags=NO_AC, pkru=0xFFFFFFFC) == 0
+
+
+def test_permission_fault_smap_index_and_implicit_accesses():
+    m = reset_guest_paging_metadata(role(smap=True))
+    P = int(PFErr.P)
+    assert m.permission_fault(U | W, 0, SUP_READ, rflags=NO_AC, pkru=0) == P
+    assert m.permission_fault(U | W, 0, SUP_READ, rflags=AC, pkru=0) == 0
+    # Implicit supervisor accesses (PFERR_IMPLICIT_ACCESS) cannot be overridden by AC.
+    assert m.permission_fault(U | W, 0, SUP_READ, rflags=AC, pkru=0, implicit=True) == P
+    # The P bit of the incoming PFEC is ignored by the index.
+    assert m.permission_fault(U | W, 0, SUP_READ | 1, rflags=NO_AC, pkru=0) == P
+    assert PFERR_IMPLICIT_ACCESS == 1 << 48
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(pfec=int(PFErr.RSVD)), ValueError),
+    (dict(pfec=int(PFErr.PK)), ValueError),
+    (dict(pte_access=8), ValueError),
+    (dict(pte_pkey=16), ValueError),
+    (dict(pkru=1 << 32), ValueError),
+    (dict(pte_access=True), TypeError),
+    (dict(permissions=(0,) * 15), TypeError),
+])
+def test_permission_fault_rejects_bad_input(kwargs, exc):
+    args = dict(permissions=(0,) * 16, pkru_mask=0, pte_access=7, pte_pkey=0, pfec=0)
+    args.update(kwargs)
+    with pytest.raises(exc):
+        permission_fault(args.pop("permissions"), args.pop("pkru_mask"), args.pop("pte_access"),
+                         args.pop("pte_pkey"), args.pop("pfec"), rflags=NO_AC,
+                         pkru=args.pop("pkru", 0))
+
+
+def test_update_permission_bitmask_rejects_non_roles():
+    with pytest.raises(TypeError):
+        update_permission_bitmask(42)
+
+
+# ---------------------------------------------------------------------------
+# The 6.4 CR0.WP refresh (fact sheet §3.3)
+# ---------------------------------------------------------------------------
+
+def test_refresh_passthrough_bits_recomputes_stale_wp():
+    from mmu.regs import CR0
+    stale = reset_guest_paging_metadata(role(wp=True, pke=True))
+    live_cr0 = int(CR0.PE | CR0.PG)                       # guest cleared WP without an exit
+    fresh = refresh_passthrough_bits(stale, live_cr0)
+    assert fresh.cpu_role.base.cr0_wp is False
+    # The stale table faults the supervisor write, the refreshed one does not.
+    assert stale.permission_fault(X, 0, SUP_WRITE, rflags=NO_AC, pkru=0) == PFErr.P
+    assert fresh.permission_fault(X, 0, SUP_WRITE, rflags=NO_AC, pkru=0) == 0
+    assert fresh.pkru_mask == 0xD500                      # recomputed too
+    # Same WP: nothing to do.  Shadow paging or guest_mmu: never refreshed.
+    wp_cr0 = live_cr0 | CR0.WP
+    assert refresh_passthrough_bits(stale, wp_cr0) is stale
+    assert refresh_passthrough_bits(stale, live_cr0, tdp_enabled=False) is stale
+    assert refresh_passthrough_bits(stale, live_cr0, guest_mmu=True) is stale
+
+
+# ---------------------------------------------------------------------------
+# The textbook table
+# ---------------------------------------------------------------------------
+
+def test_render_permissions_table():
+    text = render_permissions_table(update_permission_bitmask(role(smap=True)))
+    lines = text.splitlines()
+    rows = [ln for ln in lines if ln[:3].strip().isdigit()]
+    assert len(rows) == 16
+    row0 = rows[0].split()
+    assert row0[:4] == ["0", "sup", "read", "0xf0"]
+    assert row0[4:] == ["ok"] * 4 + ["FAULT"] * 4
+    assert "AC" in rows[4] and rows[4].split()[-8:] == ["ok"] * 8
+
+
+# ---------------------------------------------------------------------------
+# Integration with the real CPU role
+# ---------------------------------------------------------------------------
+
+def test_real_cpu_role_feeds_the_same_tables():
+    roles = pytest.importorskip("mmu.roles")
+    from mmu.regs import make_regs
+    for wp, nx, smep, smap, pke in itertools.product((False, True), repeat=5):
+        regs = make_regs("4-level", wp=wp, nx=nx, smep=smep, smap=smap, pke=pke)
+        real = roles.cpu_role(regs)
+        stand_in = role(wp=wp, nx=nx, smep=smep, smap=smap, pke=pke)
+        assert update_permission_bitmask(real) == update_permission_bitmask(stand_in)
+        assert update_pkru_bitmask(real) == update_pkru_bitmask(stand_in)
+    # KVM only sets ext.cr4_pke in long mode: a PAE guest with CR4.PKE has no PKRU mask.
+    pae = roles.cpu_role(make_regs("PAE", pke=True))
+    assert update_pkru_bitmask(pae) == 0
+
+
+def test_real_cpu_role_refresh():
+    roles = pytest.importorskip("mmu.roles")
+    from mmu.regs import make_regs
+    regs = make_regs("4-level", wp=True)
+    m = reset_guest_paging_metadata(roles.cpu_role(regs))
+    fresh = refresh_passthrough_bits(m, regs.cr0 & ~(1 << 16))
+    assert fresh.cpu_role == roles.cpu_role(regs.replace(cr0=regs.cr0 & ~(1 << 16)))
+    assert isinstance(fresh, GuestMetadata)
