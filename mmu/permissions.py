@@ -50,6 +50,10 @@ __all__ = [
 #: its own (descriptor tables, ...); SMAP applies to it whatever RFLAGS.AC says.
 PFERR_IMPLICIT_ACCESS = 1 << 48
 
+# Plain ints: IntFlag arithmetic costs microseconds, and these run per walk.
+_PWU = int(PTE.P | PTE.RW | PTE.US)
+_PFEC_P = int(PFErr.P)
+_PFEC_PK = int(PFErr.PK)
 _PFEC_W = int(PFErr.WR)
 _PFEC_U = int(PFErr.US)
 _PFEC_RSVD = int(PFErr.RSVD)
@@ -57,6 +61,7 @@ _PFEC_F = int(PFErr.ID)
 #: PFEC bits a caller may pass to permission_fault.  PFERR_RSVD and PFERR_PK are
 #: outputs, never inputs (the kernel WARNs on them).
 _PFEC_INPUT = int(PFErr.P | PFErr.WR | PFErr.US | PFErr.ID)
+_RFLAGS_AC = int(RFLAGS.AC)
 
 
 # ---------------------------------------------------------------------------
@@ -73,10 +78,10 @@ def gpte_access(gpte: int, eight_byte: bool = True) -> int:
     walker ANDs this over all levels to get the page's effective ACC value.
     """
     gpte = check_int("gpte", gpte, 0, 1 << (64 if eight_byte else 32))
-    access = gpte & (PTE.P | PTE.RW | PTE.US)
+    access = gpte & _PWU
     if eight_byte:
         access ^= gpte >> 63
-    return int(access)
+    return access
 
 
 def ept_gpte_access(gpte: int) -> int:
@@ -192,8 +197,9 @@ def update_pkru_bitmask(cpu_role: Any) -> int:
 def _check_permissions(permissions: object) -> tuple[int, ...]:
     if not isinstance(permissions, (tuple, list)) or len(permissions) != 16:
         raise TypeError("permissions must be the 16-entry tuple from update_permission_bitmask")
-    for i, p in enumerate(permissions):
-        check_int(f"permissions[{i}]", p, 0, 1 << 8)
+    if not all(type(p) is int and 0 <= p < 256 for p in permissions):   # fast path first
+        for i, p in enumerate(permissions):
+            check_int(f"permissions[{i}]", p, 0, 1 << 8)
     return tuple(permissions)
 
 
@@ -228,16 +234,16 @@ def permission_fault(permissions: tuple[int, ...], pkru_mask: int, pte_access: i
     rflags = check_int("rflags", rflags, 0, 1 << 64)
     pkru = check_int("pkru", pkru, 0, 1 << 32)
 
-    not_smap = bool(rflags & RFLAGS.AC) and not implicit
+    not_smap = bool(rflags & _RFLAGS_AC) and not implicit
     index = (pfec + (int(not_smap) << 3)) >> 1
     fault = (permissions[index] >> pte_access) & 1
-    errcode = int(PFErr.P)
+    errcode = _PFEC_P
     if pkru_mask:
         pkru_bits = (pkru >> (pte_pkey * 2)) & 3
         offset = (pfec & ~1) + ((pte_access & ACC_USER_MASK) << 1)  # U (bit 2) -> RSVD (bit 3)
         pkru_bits &= pkru_mask >> offset
         if pkru_bits:
-            errcode |= PFErr.PK
+            errcode |= _PFEC_PK
             fault = 1
     return errcode if fault else 0
 

@@ -288,3 +288,179 @@ def test_real_cpu_role_refresh():
     fresh = refresh_passthrough_bits(m, regs.cr0 & ~(1 << 16))
     assert fresh.cpu_role == roles.cpu_role(regs.replace(cr0=regs.cr0 & ~(1 << 16)))
     assert isinstance(fresh, GuestMetadata)
+
+
+# ---------------------------------------------------------------------------
+# (b) access.c-style cross check: walker vs KVM's tables vs the SDM rules
+# ---------------------------------------------------------------------------
+#
+# One 4-level page table holds every entry combination at once, so a walk of
+# one address per combination replaces rebuilding memory:
+#   PML4E[0] -> PDPT;  PDPTE[0] writable, PDPTE[1] read-only ("pdpte no writable"),
+#   both -> the same PD.  PD[i], i = 0..7: a PDE with W = i&1, U = i&2, NX = i&4
+#   -> the same PT.  PT[k], k = 0..15: a 4 KiB PTE with W = k&1, U = k&2, NX = k&4,
+#   pkey = k >> 3.  PD[8 + j], j = 0..15: a 2 MiB leaf with the same encoding.
+# Upper entries are P|RW|US; A (and D on leaves) are preset, walks use set_ad=False.
+
+_PML4, _PDPT, _PD, _PT = 0x1000, 0x2000, 0x3000, 0x4000
+_P, _RW, _US, _A, _D, _PS = 1, 2, 4, 0x20, 0x40, 0x80
+_NX = 1 << 63
+
+
+def _bits(v: int) -> int:
+    """Entry bits W/U/NX of combination number v (bit 0 W, bit 1 U, bit 2 NX, bits 3+ pkey)."""
+    return (_RW if v & 1 else 0) | (_US if v & 2 else 0) | (_NX if v & 4 else 0) | (v >> 3) << 59
+
+
+def _build_tables():
+    from mmu.memory import GuestMemory
+    mem = GuestMemory()
+    mem.write_u64(_PML4, _PDPT | _P | _RW | _US | _A)
+    mem.write_u64(_PDPT + 0 * 8, _PD | _P | _RW | _US | _A)
+    mem.write_u64(_PDPT + 1 * 8, _PD | _P | _US | _A)
+    cases = []        # (gva, path [(level, entry)], description)
+    for i in range(8):
+        mem.write_u64(_PD + i * 8, _PT | _P | _A | _bits(i))
+    for k in range(16):
+        mem.write_u64(_PT + k * 8, (0x10_0000 + k * 0x1000) | _P | _A | _D | _bits(k))
+    for j in range(16):
+        mem.write_u64(_PD + (8 + j) * 8, (0x4000_0000 + j * 0x20_0000) | _P | _A | _D | _PS
+                      | _bits(j))
+    for pdpt_i in (0, 1):
+        top = [(4, mem.read_u64(_PML4)), (3, mem.read_u64(_PDPT + pdpt_i * 8))]
+        for i in range(8):
+            for k in range(16):
+                gva = pdpt_i << 30 | i << 21 | k << 12
+                cases.append((gva, top + [(2, mem.read_u64(_PD + i * 8)),
+                                          (1, mem.read_u64(_PT + k * 8))]))
+        for j in range(16):
+            gva = pdpt_i << 30 | (8 + j) << 21
+            cases.append((gva, top + [(2, mem.read_u64(_PD + (8 + j) * 8))]))
+    return mem, cases
+
+
+def _cpu_states():
+    """(wp, nx, smep, smap, pke, pkru, ac): PKRU AD/WD for key 1 only with CR4.PKE (as
+    access.c rejects pkru flags without cr4.pke)."""
+    for wp, nx, smep, smap, ac in itertools.product((False, True), repeat=5):
+        yield wp, nx, smep, smap, False, 0, ac
+        for ad, wd in itertools.product((0, 1), repeat=2):
+            yield wp, nx, smep, smap, True, (ad | wd << 1) << 2, ac
+
+
+def _sdm_verdict(path, wp, nx, smep, smap, pke, pkru, ac, access, cpl) -> int:
+    """The SDM rules (Vol. 3A 4.6, 4.7) written out as access.c's ac_test_permissions
+    does, independent of mmu.permissions.  0 = no fault, else the #PF error code."""
+    write, fetch, user_acc = access == "write", access == "fetch", cpl == 3
+    extra = (int(PFErr.WR) if write else 0) | (int(PFErr.US) if user_acc else 0) | \
+        (int(PFErr.ID) if fetch and (nx or smep) else 0)
+    entries = [e for _, e in path]
+    if not nx and any(e >> 63 for e in entries):
+        return int(PFErr.P | PFErr.RSVD) | extra       # XD is reserved without EFER.NXE
+    writable = all(e & _RW for e in entries)
+    user = all(e & _US for e in entries)
+    execable = not any(e >> 63 for e in entries)
+    bad = (user_acc and not user) \
+        or (write and not writable and (user_acc or wp)) \
+        or (fetch and nx and not execable) \
+        or (fetch and smep and user and not user_acc) \
+        or (not fetch and smap and user and not user_acc and not ac)
+    key = (entries[-1] >> 59) & 0xF
+    ad, wd = (pkru >> 2 * key) & 1, (pkru >> 2 * key) & 2
+    pk = pke and user and not fetch and (ad or (wd and write and (user_acc or wp)))
+    if not (bad or pk):
+        return 0
+    return int(PFErr.P) | (int(PFErr.PK) if pk else 0) | extra
+
+
+def _kvm_static(path, nx):
+    """The walk's per-entry part, using only mmu.permissions: is a reserved bit set at
+    some level (FNAME(is_rsvd_bits_set) with the guest masks), and the leaf's ACC value
+    (AND of FNAME(gpte_access) over the levels) and pkey.  Depends on EFER.NX only."""
+    from mmu.permissions import gpte_access, gpte_pkey, is_rsvd_gpte
+    meta = reset_guest_paging_metadata(role(nx=nx))
+    rsvd = any(is_rsvd_gpte(meta.rsvd, e, level) for level, e in path)
+    acc = 7
+    for _, e in path:
+        acc &= gpte_access(e)
+    return rsvd, acc, gpte_pkey(path[-1][1])
+
+
+_WR, _USR, _ID = int(PFErr.WR), int(PFErr.US), int(PFErr.ID)
+_P_RSVD = int(PFErr.P | PFErr.RSVD)
+
+
+def _kvm_verdict(meta, static, nx, smep, pkru, rflags, access, cpl) -> int:
+    """What FNAME(walk_addr_generic) reports: a reserved-bit fault, else permission_fault
+    on the leaf's ACC value and pkey; the error path then adds W/U and -- only with
+    EFER.NX or CR4.SMEP -- F."""
+    rsvd, acc, pkey = static
+    write, fetch, user_acc = access == "write", access == "fetch", cpl == 3
+    pfec = (_WR if write else 0) | (_USR if user_acc else 0)
+    extra = pfec | (_ID if fetch and (nx or smep) else 0)
+    if rsvd:
+        return _P_RSVD | extra
+    err = meta.permission_fault(acc, pkey, pfec | (_ID if fetch else 0), rflags=rflags, pkru=pkru)
+    return err | extra if err else 0
+
+
+def test_access_c_style_cross_check(capsys):
+    """Every combination: batch walker == KVM table-driven verdict == SDM rules."""
+    batch = pytest.importorskip("mmu.batch")
+    import numpy as np
+    from mmu.regs import make_regs
+    mem, cases = _build_tables()
+    gvas = np.array([g for g, _ in cases], dtype=np.uint64)
+    static = {nx: [_kvm_static(path, nx) for _, path in cases] for nx in (False, True)}
+    checked = 0
+    t0 = time.perf_counter()
+    for wp, nx, smep, smap, pke, pkru, ac in _cpu_states():
+        regs = make_regs("4-level", cr3=_PML4, wp=wp, nx=nx, smep=smep, smap=smap, pke=pke,
+                         ac=ac, pkru=pkru)
+        meta = reset_guest_paging_metadata(role(wp=wp, nx=nx, smep=smep, smap=smap, pke=pke))
+        for access, cpl in itertools.product(("read", "write", "fetch"), (0, 3)):
+            res = batch.walk_many(mem, regs, gvas, access, cpl, set_ad=False)
+            for n, (gva, path) in enumerate(cases):
+                kvm = _kvm_verdict(meta, static[nx][n], nx, smep, pkru, regs.rflags, access, cpl)
+                sdm = _sdm_verdict(path, wp, nx, smep, smap, pke, pkru, ac, access, cpl)
+                got = 0 if res.ok[n] else int(res.error_code[n])
+                if not (kvm == sdm == got) or (not res.ok[n] and res.vector[n] != 14):
+                    pytest.fail(f"gva={gva:#x} path={[hex(e) for _, e in path]} wp={wp} nx={nx} "
+                                f"smep={smep} smap={smap} pke={pke} pkru={pkru:#x} ac={ac} "
+                                f"{access} cpl={cpl}: walker {got:#x} (vector {res.vector[n]}), "
+                                f"KVM tables {kvm:#x}, SDM rules {sdm:#x}")
+                checked += 1
+    with capsys.disabled():
+        print(f"\n[access.c-style] {checked} combinations agree (walker, KVM tables, SDM rules) "
+              f"in {time.perf_counter() - t0:.1f} s")
+    assert checked == len(cases) * 32 * 5 * 6
+
+
+def test_access_c_style_cross_check_scalar_walker():
+    """A seeded sample through the scalar walker, including its access_bits and pkey."""
+    walker = pytest.importorskip("mmu.walker")
+    import random
+    from mmu.permissions import gpte_access, gpte_pkey
+    from mmu.regs import make_regs
+    mem, cases = _build_tables()
+    rng = random.Random(20240604)
+    states = list(_cpu_states())
+    for _ in range(3000):
+        wp, nx, smep, smap, pke, pkru, ac = rng.choice(states)
+        gva, path = rng.choice(cases)
+        access, cpl = rng.choice(("read", "write", "fetch")), rng.choice((0, 3))
+        regs = make_regs("4-level", cr3=_PML4, wp=wp, nx=nx, smep=smep, smap=smap, pke=pke,
+                         ac=ac, pkru=pkru)
+        meta = reset_guest_paging_metadata(role(wp=wp, nx=nx, smep=smep, smap=smap, pke=pke))
+        r = walker.walk(mem, regs, gva, access, cpl, set_ad=False)
+        kvm = _kvm_verdict(meta, _kvm_static(path, nx), nx, smep, pkru, regs.rflags, access, cpl)
+        got = 0 if r.ok else r.fault.error_code
+        assert got == kvm, (hex(gva), wp, nx, smep, smap, pke, hex(pkru), ac, access, cpl,
+                            r.fault and r.fault.reason)
+        if r.ok:
+            acc = 7
+            for _, e in path:
+                acc &= gpte_access(e)
+            assert r.access_bits == acc
+            # The walker reports a key only when keys are in force (IA-32e and CR4.PKE).
+            assert r.pkey == (gpte_pkey(path[-1][1]) if pke else None)
