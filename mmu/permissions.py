@@ -312,6 +312,11 @@ def rsvds_bits_mask(maxphyaddr: int, level: int, nx: bool, gbpages: bool, pse: b
         m1[1] = rsvd_bits(17, 21) if pse else 0
     elif level == 3:
         m0[2] = rsvd_bits(63, 63) | high | rsvd_bits(5, 8) | rsvd_bits(1, 2)    # PDPTE
+        # The kernel leaves [1][2] unset here: its walker never checks a PAE PDPTE
+        # (load_pdptrs does, at MOV CR3, with pdptr_rsvd_bits: 63:M, 8:5, 2:1, whatever
+        # bit 7 is).  Bit 7 is itself reserved, so both rows get the same mask and
+        # is_rsvd_gpte answers load_pdptrs's question for any PDPTE.
+        m1[2] = m0[2]
         m0[1] = high                                                           # PDE
         m0[0] = high                                                           # PTE
         m1[1] = high | rsvd_bits(13, 20)                                       # 2 MiB
