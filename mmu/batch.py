@@ -37,10 +37,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .bits import (ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, GP_VECTOR, MAX_PHYS_BITS,
-                   PAGE_SHIFT, PF_VECTOR, PTE, PTE_PKEY_SHIFT, PFErr, check_access, check_int)
+from .bits import (ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, GP_VECTOR,
+                   MAX_PHYS_BITS, PAGE_SHIFT, PF_VECTOR, PTE, PTE_PKEY_SHIFT, PFErr,
+                   check_access, check_int)
 from .memory import GuestMemory
 from .regs import PagingMode, Regs, paging_mode
+# The walker's entry formats are the one source of the reserved-bit masks (like
+# the kernel's rsvd_bits_mask, shared by everything that checks a gpte), and its
+# CR3 check is what MOV to CR3 would refuse; the batch reuses both.
+from .walker import MIN_PHYS_BITS, EntryFormat, _root_table, entry_format
 
 _U64 = np.uint64
 _PAGE_MASK = (1 << PAGE_SHIFT) - 1
@@ -49,67 +54,6 @@ _ADDR64 = ((1 << MAX_PHYS_BITS) - 1) & ~_PAGE_MASK
 #: Bits 31:12 -- the address field of a 4-byte entry (PT32_BASE_ADDR_MASK).
 _ADDR32 = 0xFFFF_F000
 
-
-def _rsvd_bits(lo: int, hi: int) -> int:
-    """Bits lo..hi inclusive (the kernel's ``rsvd_bits``); empty when lo > hi."""
-    return ((1 << (hi - lo + 1)) - 1) << lo if lo <= hi else 0
-
-
-# ---------------------------------------------------------------------------
-# Per-mode walk parameters
-# ---------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class _Format:
-    """What the walk needs to know about one paging mode (one instance of the
-    kernel's PTTYPE template): entry size, where each level's index sits, which
-    levels can be a leaf, and the reserved-bit masks ``rsvd[ps][level]``."""
-
-    mode: PagingMode
-    esize: int                      # 4 or 8 bytes per entry
-    levels: tuple[int, ...]         # table levels walked, top first (PAE: 2, 1)
-    index_bits: int                 # 10 (32-bit) or 9
-    large: frozenset[int]           # levels at which PS=1 makes a leaf
-    rsvd: dict[tuple[int, int], int]  # (ps, level) -> reserved mask
-    addr_mask: int                  # address field of a non-leaf entry
-    nx: bool                        # entries have an XD bit 63 in use
-    pdpte_rsvd: int | None          # PAE: reserved bits of a PDPTE; None otherwise
-
-
-def _format(regs: Regs, mode: PagingMode, maxphyaddr: int, gbpages: bool) -> _Format:
-    """Mirror ``__reset_rsvds_bits_mask`` (mmu.c) for the guest (facts 7.5)."""
-    nx = regs.nx
-    if mode == PagingMode.BIT32:
-        # 4-byte entries: no XD, no bits above 31.  With CR4.PSE a PDE with PS=1 maps
-        # 4 MiB; KVM assumes PSE-36 (is_cpuid_PSE36() == 1), so PDE bits 16:13 carry
-        # PA 35:32 and bits 21:17 are reserved.  Without PSE, bit 7 is ignored.
-        rsvd = {(0, 2): 0, (0, 1): 0, (1, 1): 0,
-                (1, 2): _rsvd_bits(17, 21) if regs.pse else 0}
-        return _Format(mode, 4, (2, 1), 10, frozenset({2} if regs.pse else ()), rsvd, _ADDR32,
-                       False, None)
-    # PAE paging reserves every bit from MAXPHYADDR to 62 (there are no protection
-    # keys); IA-32e paging only up to 51.  Bit 63 is reserved without EFER.NXE.
-    high = _rsvd_bits(maxphyaddr, 62 if mode == PagingMode.PAE else 51)
-    if not nx:
-        high |= _rsvd_bits(63, 63)
-    large_2m = _rsvd_bits(13, 20)
-    if mode == PagingMode.PAE:
-        rsvd = {(0, 2): high, (1, 2): high | large_2m, (0, 1): high, (1, 1): high}
-        pdpte = _rsvd_bits(63, 63) | _rsvd_bits(5, 8) | _rsvd_bits(1, 2) | high
-        return _Format(mode, 8, (2, 1), 9, frozenset({2}), rsvd, _ADDR64, nx, pdpte)
-    gb = 0 if gbpages else _rsvd_bits(7, 7)
-    top = high | _rsvd_bits(7, 7)   # PS is reserved in a PML4E/PML5E
-    rsvd = {(0, 4): top, (1, 4): top, (0, 5): top, (1, 5): top,
-            (0, 3): high | gb, (1, 3): high | gb | _rsvd_bits(13, 29),
-            (0, 2): high, (1, 2): high | large_2m,
-            (0, 1): high, (1, 1): high}
-    levels = (5, 4, 3, 2, 1) if mode == PagingMode.LEVEL5 else (4, 3, 2, 1)
-    return _Format(mode, 8, levels, 9, frozenset({3, 2}), rsvd, _ADDR64, nx, None)
-
-
-def _page_shift(fmt: _Format, level: int) -> int:
-    """log2 of the region one entry at ``level`` maps (12, 21/22, 30, 39, 48)."""
-    return PAGE_SHIFT + fmt.index_bits * (level - 1)
 
 
 # ---------------------------------------------------------------------------
@@ -341,226 +285,216 @@ def _write_ad(mem: GuestMemory, ea: np.ndarray, bits: np.ndarray, lane: np.ndarr
 def walk_many(mem: GuestMemory, regs: Regs, gvas, access: str, cpl: int = 0,
               maxphyaddr: int = 52, *, set_ad: bool = True, gbpages: bool = True) -> BatchResult:
     """Walk every address of ``gvas``; element i equals ``walk(mem, regs, gvas[i], ...)``
-    run in order on the same memory.  Arguments are :func:`mmu.walker.walk`'s.
+    run in order on the same memory.  Arguments are :func:`mmu.walker.walk`'s, with
+    ``gvas`` a 1-D integer array or a sequence of ints (0 <= gva < 2**64).
 
-    >>> from mmu import GuestMemory, PageTableBuilder
-    >>> mem = GuestMemory(); b = PageTableBuilder(mem, "4-level")
-    >>> b.map(0x40_0000, 0x9000, 0x2000)
-    >>> r = walk_many(mem, b.regs(), [0x40_0123, 0x40_1456, 0x50_0000], "read")
-    >>> [hex(g) for g in r.gpa], r.ok.tolist(), r.vector.tolist()
-    (['0x9123', '0xa456', '0x0'], [True, True, False], [0, 0, 14])
+    >>> from mmu import GuestMemory, make_regs
+    >>> mem = GuestMemory()
+    >>> for table, entry in ((0x1000, 0x2003), (0x2000, 0x3003), (0x3000, 0x4003),
+    ...                      (0x4000, 0x9003)):
+    ...     mem.write_u64(table, entry)           # PML4E, PDPTE, PDE, PTE: P|RW
+    >>> r = walk_many(mem, make_regs("4-level", cr3=0x1000), [0x123, 0x1000, 1 << 63], "read")
+    >>> [hex(g) for g in r.gpa], r.ok.tolist(), r.vector.tolist(), r.level.tolist()
+    (['0x9123', '0x0', '0x0'], [True, False, False], [0, 14, 13], [1, 1, 0])
     """
     if not isinstance(mem, GuestMemory):
         raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
     mode = paging_mode(regs)
     access = check_access(access)
     cpl = check_int("cpl", cpl, 0, 4)
-    maxphyaddr = check_int("maxphyaddr", maxphyaddr, 32, MAX_PHYS_BITS + 1)
+    maxphyaddr = check_int("maxphyaddr", maxphyaddr, MIN_PHYS_BITS, MAX_PHYS_BITS + 1)
     for name, flag in (("set_ad", set_ad), ("gbpages", gbpages)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
     g = _as_gvas(gvas)
     n = len(g)
-    gpa = np.zeros(n, dtype=_U64)
-    ok = np.zeros(n, dtype=bool)
-    vector = np.zeros(n, dtype=np.uint8)
-    error_code = np.zeros(n, dtype=np.uint32)
-    level = np.zeros(n, dtype=np.uint8)
-    page_size = np.zeros(n, dtype=_U64)
-    out = (gpa, ok, vector, error_code, level, page_size)
-
+    out = _Out(n)
     if mode == PagingMode.NONE:
-        gpa[:] = g
-        ok[:] = True
-    else:
-        fmt = _format(regs, mode, maxphyaddr, gbpages)
-        sensitive = _pdpt_range(regs, fmt) if set_ad else None
-        start = 0
-        while start < n:
-            # A/D writes never change a bit any later walk's verdict depends on, except
-            # in the PDPT itself (PAE, bits 5-6 reserved there) -- see _walk_lanes.
-            # When a successful walk writes into the PDPT, lanes after it are redone.
-            start = _walk_lanes(mem, regs, fmt, g, start, access, cpl, set_ad, out, sensitive)
-    return BatchResult(g, *out)
+        out.gpa[:] = g & _U64(0xFFFF_FFFF)      # a 32-bit linear address is the address
+        out.ok[:] = True
+        return out.result(g)
+    root = _root_table(regs, mode, maxphyaddr)   # ValueError for a CR3 MOV would refuse
+    fmt = entry_format(mode, maxphyaddr, regs.nx and mode != PagingMode.BIT32, regs.pse,
+                       gbpages)
+    # Outside long mode the linear address is 32 bits wide (walk() takes gva mod 2**32).
+    walked = g if mode >= PagingMode.LEVEL4 else g & _U64(0xFFFF_FFFF)
+    pdpt = (root, root + 32) if fmt.pdpte_gp and set_ad else None
+    start = 0
+    while start < n:
+        start = _walk_lanes(mem, regs, mode, fmt, root, walked, start, access, cpl, set_ad,
+                            out, pdpt)
+    return out.result(g)
 
 
-def _pdpt_range(regs: Regs, fmt: _Format) -> tuple[int, int] | None:
-    """The 32 bytes holding the four PAE PDPTEs (CR3 bits 31:5), or None."""
-    if fmt.pdpte_rsvd is None:
-        return None
-    base = regs.cr3 & 0xFFFF_FFE0
-    return base, base + 32
+class _Out:
+    """The result arrays while they are being filled."""
+
+    def __init__(self, n: int) -> None:
+        self.gpa = np.zeros(n, dtype=_U64)
+        self.ok = np.zeros(n, dtype=bool)
+        self.vector = np.zeros(n, dtype=np.uint8)
+        self.error_code = np.zeros(n, dtype=np.uint32)
+        self.level = np.zeros(n, dtype=np.uint8)
+        self.page_size = np.zeros(n, dtype=_U64)
+
+    def clear(self, lanes: slice) -> None:
+        for arr in (self.gpa, self.ok, self.vector, self.error_code, self.level, self.page_size):
+            arr[lanes] = 0
+
+    def fault(self, lanes: np.ndarray, vector: int, code: int, level: int | np.ndarray) -> None:
+        self.vector[lanes] = vector
+        self.error_code[lanes] = code
+        self.level[lanes] = level
+
+    def result(self, g: np.ndarray) -> BatchResult:
+        return BatchResult(g, self.gpa, self.ok, self.vector, self.error_code, self.level,
+                           self.page_size)
 
 
-def _walk_lanes(mem, regs, fmt, g, start, access, cpl, set_ad, out, sensitive) -> int:
-    """Walk lanes ``start..`` on the current memory, fill ``out``, write A/D.
+def _walk_lanes(mem: GuestMemory, regs: Regs, mode: PagingMode, fmt: EntryFormat, root: int,
+                g: np.ndarray, start: int, access: str, cpl: int, set_ad: bool, out: _Out,
+                pdpt: tuple[int, int] | None) -> int:
+    """Walk lanes ``start..`` on the current memory, fill ``out``, write A/D bits.
 
-    Returns the first lane not finished (len(g) when all are).
+    Returns the first lane not finished (``len(g)`` when all are).
 
-    Why reading every lane's entries before any lane's A/D write is exact: the scalar
-    loop lets walk i see the A/D bits set by walks j < i, and nothing else differs
-    (walks write nothing but A/D).  A (bit 5) and D (bit 6) are not P, R/W, U/S, PS,
-    XD, a protection key or an address bit, and no reserved mask of a table entry
-    includes them -- so they cannot change any later verdict, GPA or level.  What they
-    do change is whether a later walk *needs* to write, which only matters for
-    ``mem.writes``; _write_ad counts that in lane order.  The one exception is a PAE
-    PDPTE, where bits 5-8 are reserved: if a successful walk sets A/D inside the
-    PDPT (possible only when the PDPT's frame doubles as a page table or is mapped
-    through one), every later lane must see it, so we stop after that lane and let
-    the caller restart the remaining lanes on the updated memory.  A bit is set at
-    most once, so this restarts at most 8 times (4 PDPTEs x A, D).
+    Why reading every lane's entries before any lane's A/D write gives the scalar
+    loop's answers: in the loop, walk i sees the A/D bits set by walks j < i and
+    nothing else differs (walks write nothing but A/D).  A (bit 5) and D (bit 6) are
+    not P, R/W, U/S, PS, XD, a protection key or an address bit, and no reserved mask
+    of a page-table entry covers them -- so they change no later verdict, GPA or
+    level.  What they do change is whether a later walk still *needs* to write,
+    which only shows in ``mem.writes``; :func:`_write_ad` counts that in lane order.
+    The one exception is a PAE PDPTE, where bits 5-8 are reserved (#GP in the
+    walker): if a successful walk sets A or D *inside the PDPT* (possible only when
+    the PDPT's frame doubles as a page table), later lanes must see it, so we keep
+    the lanes up to that walk and return, and the caller restarts the rest on the
+    updated memory.  Each of the 4 PDPTEs x {A, D} can change once, so there are at
+    most 8 restarts.
     """
-    gpa, ok, vector, error_code, level, page_size = out
     n = len(g)
     gv = g[start:]
     m = len(gv)
-    lane = np.arange(start, n)
     write = access == "write"
     fetch = access == "fetch"
-    pfec = ((PFErr.WR if write else 0) | (PFErr.US if cpl == 3 else 0)
-            | (PFErr.ID if fetch and (regs.nx or regs.smep) else 0))
-
-    def fault(idx: np.ndarray, code: int, lvl: int) -> None:
-        vector[lane[idx]] = PF_VECTOR
-        error_code[lane[idx]] = pfec | code
-        level[lane[idx]] = lvl
-
+    # SDM 4.7 (as walk() does): I/D only when a fetch can fault for a paging reason.
+    pfec = int((PFErr.WR if write else 0) | (PFErr.US if cpl == 3 else 0)
+               | (PFErr.ID if fetch and (regs.smep or (mode >= PagingMode.PAE and regs.nx))
+                  else 0))
     live = np.arange(m)
-    if fmt.levels[0] >= 4:
-        # Canonical check: bits 63:47 (or 63:56) must all equal bit 47 (or 56).
-        top = _page_shift(fmt, fmt.levels[0]) + fmt.index_bits - 1
-        hi = gv >> _U64(top)
-        canon = (hi == 0) | (hi == _U64((1 << (64 - top)) - 1))
-        bad = np.flatnonzero(~canon)
-        vector[lane[bad]] = GP_VECTOR
+    if mode >= PagingMode.LEVEL4:
+        # Canonical: bits 63:47 (63:56 with LA57) all equal -> else #GP(0), no table read.
+        va_bits = 57 if mode == PagingMode.LEVEL5 else 48
+        top = gv >> _U64(va_bits - 1)
+        canon = (top == 0) | (top == _U64((1 << (65 - va_bits)) - 1))
+        out.fault(start + live[~canon], GP_VECTOR, 0, 0)
         live = live[canon]
 
-    acc = np.full(m, 7, dtype=np.uint8)
-    # Entry addresses per level (and the leaf), for A/D; 0 = not used.
-    ea_of = {}
-    esize = fmt.esize
-    if fmt.pdpte_rsvd is not None:
-        base = np.full(len(live), regs.cr3 & 0xFFFF_FFE0, dtype=_U64)
-        ea = base + ((gv[live] >> _U64(30)) & _U64(3)) * _U64(8)
-        e = _gather(mem, ea, 8)
-        present = (e & _U64(1)) != 0
-        fault(live[~present], 0, 3)
-        live, e = live[present], e[present]
-        rsvd = (e & _U64(fmt.pdpte_rsvd)) != 0
-        fault(live[rsvd], PFErr.P | PFErr.RSVD, 3)
-        live, e = live[~rsvd], e[~rsvd]
-        base = e & _U64(fmt.addr_mask)
-    else:
-        base = np.full(len(live), regs.cr3 & fmt.addr_mask, dtype=_U64)
-
-    leaf_lanes, leaf_e, leaf_lvl = [], [], []
+    esize = fmt.entry_size
     imask = _U64((1 << fmt.index_bits) - 1)
-    for lvl in fmt.levels:
+    addr_mask = _U64(_ADDR32 if esize == 4 else _ADDR64)
+    acc = np.full(m, ACC_ALL, dtype=np.uint8)
+    base = np.full(len(live), root, dtype=_U64)
+    used = []                      # (level, lanes, entry addresses), for A/D
+    leaf_lanes, leaf_e, leaf_lvl = [], [], []
+    for lvl in range(fmt.root_level, 0, -1):
         if not len(live):
             break
-        shift = _U64(_page_shift(fmt, lvl))
-        ea = base + ((gv[live] >> shift) & imask) * _U64(esize)
+        ea = base + ((gv[live] >> _U64(fmt.shift(lvl))) & imask) * _U64(esize)
         e = _gather(mem, ea, esize)
         present = (e & _U64(PTE.P)) != 0
-        fault(live[~present], 0, lvl)
+        out.fault(start + live[~present], PF_VECTOR, pfec, lvl)
         live, e, ea = live[present], e[present], ea[present]
-        ps = (e & _U64(PTE.PS)) != 0
-        mask = np.where(ps, _U64(fmt.rsvd[(1, lvl)]), _U64(fmt.rsvd[(0, lvl)]))
-        rsvd = (e & mask) != 0
-        fault(live[rsvd], PFErr.P | PFErr.RSVD, lvl)
-        keep = ~rsvd
-        live, e, ea, ps = live[keep], e[keep], ea[keep], ps[keep]
-        ea_of[lvl] = (live, ea)
-        # KVM's pte_access: AND of W and U, and of not-XD (exec), across levels.
-        a = (e & _U64(ACC_WRITE_MASK | ACC_USER_MASK)).astype(np.uint8)
-        if fmt.nx:
-            a |= ((e >> _U64(63)) ^ _U64(1)).astype(np.uint8)
+        if lvl in fmt.large_levels:
+            large = (e & _U64(PTE.PS)) != 0
+            mask = np.where(large, _U64(fmt.rsvd[1][lvl]), _U64(fmt.rsvd[0][lvl]))
         else:
-            a |= ACC_EXEC_MASK
-        acc[live] &= a
-        leaf = np.ones(len(live), dtype=bool) if lvl == 1 else (
-            ps if lvl in fmt.large else np.zeros(len(live), dtype=bool))
+            large = np.zeros(len(e), dtype=bool)
+            mask = _U64(fmt.rsvd[0][lvl])
+        bad = (e & mask) != 0
+        pdpte = fmt.pdpte_gp and lvl == 3
+        if pdpte:   # MOV to CR3 would not have loaded it: #GP(0), as walk() reports
+            out.fault(start + live[bad], GP_VECTOR, 0, lvl)
+        else:
+            out.fault(start + live[bad], PF_VECTOR, pfec | PFErr.P | PFErr.RSVD, lvl)
+        keep = ~bad
+        live, e, ea, large = live[keep], e[keep], ea[keep], large[keep]
+        if not pdpte:   # a PAE PDPTE grants no rights and has no A bit
+            # FNAME(gpte_access): P/RW/US with XD folded onto bit 0 (ACC_EXEC).
+            acc[live] &= ((e & _U64(ACC_ALL)) ^ (e >> _U64(63))).astype(np.uint8)
+            used.append((lvl, live, ea))
+        leaf = large | (lvl == 1)
         leaf_lanes.append(live[leaf])
         leaf_e.append(e[leaf])
         leaf_lvl.append(np.full(int(leaf.sum()), lvl, dtype=np.uint8))
         live = live[~leaf]
-        base = e[~leaf] & _U64(fmt.addr_mask)
+        base = e[~leaf] & addr_mask
 
-    if not leaf_lanes:
+    ll = np.concatenate(leaf_lanes) if leaf_lanes else np.zeros(0, dtype=np.intp)
+    if not len(ll):
         return n
-    ll = np.concatenate(leaf_lanes)
     le = np.concatenate(leaf_e)
     lv = np.concatenate(leaf_lvl)
-    # Permission check at the leaf (permission_fault, mmu.h).
-    perm = _permission_table(regs, access, cpl)[acc[ll]]
+    lacc = acc[ll]
+    # permission_fault (mmu.h): one table lookup per lane, then protection keys.
+    bad = _permission_table(regs, access, cpl)[lacc]
+    pkt = _pkey_table(regs, mode, access, cpl)
     pk = np.zeros(len(ll), dtype=bool)
-    pkt = _pkey_table(regs, fmt.mode, access, cpl)
     if pkt is not None:
-        user = (acc[ll] & ACC_USER_MASK) != 0
+        user_page = (lacc & ACC_USER_MASK) != 0
         key = ((le >> _U64(PTE_PKEY_SHIFT)) & _U64(0xF)).astype(np.intp)
-        pk = pkt[user.astype(np.intp), key]
-    bad = perm | pk
-    fault(ll[bad], PFErr.P, 0)
-    level[lane[ll[bad]]] = lv[bad]
-    error_code[lane[ll[pk]]] |= np.uint32(PFErr.PK)
+        pk = pkt[user_page.astype(np.intp), key]
+    bad |= pk
+    out.fault(start + ll[bad], PF_VECTOR, pfec | PFErr.P, lv[bad])
+    out.error_code[start + ll[pk]] |= np.uint32(PFErr.PK)
     good = ~bad
     gl, ge, glv = ll[good], le[good], lv[good]
-    gsz_shift = np.where(glv == 1, PAGE_SHIFT, PAGE_SHIFT + fmt.index_bits * (glv.astype(np.int64) - 1))
-    size = _U64(1) << gsz_shift.astype(_U64)
-    off = gv[gl] & (size - _U64(1))
+    shift = (PAGE_SHIFT + fmt.index_bits * (glv.astype(np.int64) - 1)).astype(_U64)
+    size = _U64(1) << shift
     if esize == 4:
-        frame = ge & _U64(_ADDR32) & ~(size - _U64(1))
-        # PSE-36: PDE bits 16:13 are PA bits 35:32 of a 4 MiB page (pse36_gfn_delta).
-        pse36 = np.where(glv == 2, ((ge >> _U64(13)) & _U64(0xF)) << _U64(32), _U64(0))
-        frame |= pse36
+        # A 4 MiB PDE: bits 31:22, plus PSE-36 PA bits 39:32 from bits 20:13
+        # (walker.EntryFormat.leaf_base); a 4 KiB PTE: bits 31:12.
+        frame = np.where(glv == 2, (ge & _U64(0xFFC0_0000))
+                         | (((ge >> _U64(13)) & _U64(0xFF)) << _U64(32)), ge & addr_mask)
     else:
-        frame = ge & _U64(_ADDR64) & ~(size - _U64(1))
-    lanes = lane[gl]
-    gpa[lanes] = frame | off
-    ok[lanes] = True
-    level[lanes] = glv
-    page_size[lanes] = size
-
+        frame = ge & addr_mask & ~(size - _U64(1))
+    lanes = start + gl
+    out.gpa[lanes] = frame | (gv[gl] & (size - _U64(1)))
+    out.ok[lanes] = True
+    out.level[lanes] = glv
+    out.page_size[lanes] = size
     if not set_ad or not len(gl):
         return n
-    # A on every entry used by a successful walk, D on the leaf of a write.
+
+    # FNAME(update_accessed_dirty_bits): A in every entry of a successful walk, D in
+    # the leaf of a write.  `used` is in level order, top first, as the walker writes.
     done = np.zeros(m, dtype=bool)
     done[gl] = True
-    wd = np.zeros(m, dtype=bool)
+    dirty_level = np.zeros(m, dtype=np.uint8)    # leaf level of a successful write
     if write:
-        wd[gl] = True
-    leaf_level_of = np.zeros(m, dtype=np.uint8)
-    leaf_level_of[gl] = glv
+        dirty_level[gl] = glv
     eas, bits, who = [], [], []
-    for lvl, (lanes_l, ea_l) in ea_of.items():
+    for lvl, lanes_l, ea_l in used:
         sel = done[lanes_l]
         lanes_l, ea_l = lanes_l[sel], ea_l[sel]
         b = np.full(len(lanes_l), int(PTE.A), dtype=_U64)
-        is_leaf_d = wd[lanes_l] & (leaf_level_of[lanes_l] == lvl)
-        b[is_leaf_d] |= _U64(PTE.D)
+        b[dirty_level[lanes_l] == lvl] |= _U64(PTE.D)
         eas.append(ea_l)
         bits.append(b)
         who.append(lanes_l)
-    ea_all = np.concatenate(eas)
-    bits_all = np.concatenate(bits)
-    who_all = np.concatenate(who)
+    ea_all, bits_all, who_all = np.concatenate(eas), np.concatenate(bits), np.concatenate(who)
     stop = n
-    if sensitive is not None:
-        lo, hi = sensitive
-        hit = (ea_all >= _U64(lo & ~7)) & (ea_all < _U64(hi))
-        if hit.any():
-            # Does any of these writes change the PDPT?  Check in lane order.
-            cur = _gather(mem, ea_all[hit], 8)
-            changes = (cur & bits_all[hit]) != bits_all[hit]
+    if pdpt is not None:
+        inside = (ea_all >= _U64(pdpt[0])) & (ea_all < _U64(pdpt[1]))
+        if inside.any():
+            # The first walk (in lane order) whose write changes a PDPTE.
+            cur = _gather(mem, ea_all[inside], 8)
+            changes = (cur & bits_all[inside]) != bits_all[inside]
             if changes.any():
-                first = int(who_all[hit][changes].min())
+                first = int(who_all[inside][changes].min())
                 stop = start + first + 1
-                # Lanes after `first` are recomputed by the caller; clear them.
-                redo = np.arange(stop, n)
-                for arr in out:
-                    arr[redo] = 0
+                out.clear(slice(stop, n))
                 keep = who_all <= first
                 ea_all, bits_all, who_all = ea_all[keep], bits_all[keep], who_all[keep]
     _write_ad(mem, ea_all, bits_all, who_all, esize)
     return stop
-
