@@ -231,22 +231,20 @@ class ExtendedRole(_RoleWord):
     efer_lma: int = _bits(7, 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class CpuRole:
-    """``union kvm_cpu_role``: ``{ u64 as_u64; struct { base; ext; } }`` (facts §1.3).
+class _RolePair:
+    """``union { u64 as_u64; struct { kvm_mmu_page_role base; <ext> ext; } }``: packing
+    shared by the 5.19 ``kvm_cpu_role`` and the 5.18 ``kvm_mmu_role`` (mmu.legacy), which
+    differ only in the extended role's layout (``_EXT``)."""
 
-    ``base`` reuses the page-role layout so that, for shadow paging, the root role can be
-    derived from it by changing a few fields (:func:`shadow_root_role`).
-    """
-
-    base: PageRole = dataclasses.field(default_factory=PageRole)
-    ext: ExtendedRole = dataclasses.field(default_factory=ExtendedRole)
+    _EXT: ClassVar[type]
 
     def __post_init__(self) -> None:
+        cls = type(self).__name__
         if not isinstance(self.base, PageRole):
-            raise TypeError(f"CpuRole.base must be a PageRole, not {type(self.base).__name__}")
-        if not isinstance(self.ext, ExtendedRole):
-            raise TypeError(f"CpuRole.ext must be an ExtendedRole, not {type(self.ext).__name__}")
+            raise TypeError(f"{cls}.base must be a PageRole, not {type(self.base).__name__}")
+        if not isinstance(self.ext, self._EXT):
+            raise TypeError(f"{cls}.ext must be a {self._EXT.__name__}, "
+                            f"not {type(self.ext).__name__}")
 
     @property
     def as_u64(self) -> int:
@@ -254,17 +252,18 @@ class CpuRole:
         return self.base.word | self.ext.word << 32
 
     @classmethod
-    def from_u64(cls, value: int) -> "CpuRole":
-        check_int("CpuRole as_u64", value, 0, 1 << 64)
-        return cls(PageRole.from_word(value & 0xFFFF_FFFF), ExtendedRole.from_word(value >> 32))
+    def from_u64(cls, value: int):
+        check_int(f"{cls.__name__} as_u64", value, 0, 1 << 64)
+        return cls(PageRole.from_word(value & 0xFFFF_FFFF), cls._EXT.from_word(value >> 32))
 
-    def replace(self, **changes) -> "CpuRole":
+    def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
-    def diff(self, other: "CpuRole") -> list[tuple[str, int, int]]:
+    def diff(self, other) -> list[tuple[str, int, int]]:
         """Differences as ``("base.cr0_wp", old, new)`` / ``("ext.cr4_smep", old, new)``."""
-        if not isinstance(other, CpuRole):
-            raise TypeError(f"can only diff a CpuRole with another, not {type(other).__name__}")
+        if type(other) is not type(self):
+            raise TypeError(f"can only diff a {type(self).__name__} with another, "
+                            f"not {type(other).__name__}")
         return ([("base." + n, a, b) for n, a, b in self.base.diff(other.base)]
                 + [("ext." + n, a, b) for n, a, b in self.ext.diff(other.ext)])
 
@@ -274,6 +273,20 @@ class CpuRole:
 
     def brief(self) -> str:
         return f"base[{self.base.brief()}] ext[{self.ext.brief()}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuRole(_RolePair):
+    """``union kvm_cpu_role`` (5.19+; facts §1.3).
+
+    ``base`` reuses the page-role layout so that, for shadow paging, the root role can be
+    derived from it by changing a few fields (:func:`shadow_root_role`).
+    """
+
+    _EXT: ClassVar[type] = ExtendedRole
+
+    base: PageRole = dataclasses.field(default_factory=PageRole)
+    ext: ExtendedRole = dataclasses.field(default_factory=ExtendedRole)
 
 
 def cpu_role(regs: Regs, smm: bool = False, guest_mode: bool = False) -> CpuRole:
