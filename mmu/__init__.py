@@ -32,6 +32,11 @@ _LAZY = {
     "PageRole": "roles", "ExtendedRole": "roles", "CpuRole": "roles",
     "cpu_role": "roles", "tdp_root_role": "roles", "shadow_root_role": "roles",
     "nested_npt_roles": "roles", "nested_ept_role": "roles",
+    "nested_mmu_role": "roles", "child_role": "roles",
+    "update_permission_bitmask": "permissions", "update_pkru_bitmask": "permissions",
+    "permission_fault": "permissions", "guest_rsvd_masks": "permissions",
+    "reset_guest_paging_metadata": "permissions", "GuestMetadata": "permissions",
+    "render_permissions_table": "permissions",
     "VCpu": "vcpu",
 }
 __all__ += list(_LAZY)
