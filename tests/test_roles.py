@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mmu.regs import Regs, make_regs, paging_mode
 from mmu.roles import (
@@ -247,6 +247,7 @@ def _fields_strategy(layout):
     return st.fixed_dictionaries({n: st.integers(0, (1 << w) - 1) for n, _, w in layout})
 
 
+@settings(derandomize=True, max_examples=200)
 @given(_fields_strategy(PAGE_LAYOUT))
 def test_page_role_round_trip(kw):
     role = PageRole(**kw)
@@ -255,6 +256,7 @@ def test_page_role_round_trip(kw):
     assert PageRole.from_word(want) == role
 
 
+@settings(derandomize=True, max_examples=200)
 @given(_fields_strategy(PAGE_LAYOUT), _fields_strategy(EXT_LAYOUT))
 def test_cpu_role_round_trip(kb, ke):
     role = CpuRole(PageRole(**kb), ExtendedRole(**ke))
@@ -262,6 +264,7 @@ def test_cpu_role_round_trip(kb, ke):
     assert role.as_u64 >> 32 == ExtendedRole(**ke).word
 
 
+@settings(derandomize=True, max_examples=200)
 @given(st.integers(0, (1 << 32) - 1))
 def test_from_word_rejects_unused_bits(word):
     if word & 0x00F8_0000:
