@@ -375,12 +375,8 @@ def _root_table(regs: Regs, mode: PagingMode, maxphyaddr: int) -> int:
         if cr3 >> 32:
             raise ValueError(f"cr3={cr3:#x}: CR3 is 32 bits wide outside long mode "
                              f"(allowed cr3 < 0x100000000)")
-        if mode == PagingMode.BIT32:
-            return cr3 & _ADDR_MASK_4
-        if cr3 >> maxphyaddr:
-            raise ValueError(f"cr3={cr3:#x} has bits set at or above MAXPHYADDR={maxphyaddr} "
-                             f"(MOV to CR3 would #GP; allowed cr3 < {1 << maxphyaddr:#x})")
-        return cr3 & 0xFFFF_FFE0
+        # MAXPHYADDR >= 32, so a 32-bit CR3 never has bits above it.
+        return cr3 & (_ADDR_MASK_4 if mode == PagingMode.BIT32 else 0xFFFF_FFE0)
     if cr3 >> maxphyaddr:
         raise ValueError(f"cr3={cr3:#x} has bits set at or above MAXPHYADDR={maxphyaddr} "
                          f"(MOV to CR3 would #GP; allowed cr3 < {1 << maxphyaddr:#x})")
