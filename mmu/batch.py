@@ -10,16 +10,19 @@ The rules are the scalar walker's, which are the SDM's (Vol. 3A ch. 4) as KVM's
 
 * 32-bit paging (4-byte entries, 4 MiB pages with CR4.PSE and PSE-36), PAE paging
   (the four PDPTEs, 2 MiB pages), 4- and 5-level paging (1 GiB pages when the guest has
-  GBPAGES), and paging off (gpa = gva);
+  GBPAGES), and paging off (gpa = gva mod 2**32); outside long mode the linear address
+  is 32 bits wide;
 * a non-canonical address is #GP(0) before any table is read;
-* a not-present entry is #PF with P=0; a reserved bit (``__reset_rsvds_bits_mask``,
-  facts 7.5: bits above MAXPHYADDR, bit 63 without EFER.NXE, PS where no large page
-  exists, the low bits of a large-page address) is #PF with P|RSVD;
+* a not-present entry is #PF with P=0; a reserved bit (the walker's
+  :func:`~mmu.walker.entry_format`, i.e. ``__reset_rsvds_bits_mask``, facts 7.5) is
+  #PF with P|RSVD -- except in a PAE PDPTE, which is #GP(0) (``load_pdptrs`` would
+  have refused it at MOV to CR3) and which grants no rights and gets no A bit;
 * permissions are the AND over all levels (KVM's ``pte_access``), checked once at the
-  leaf the way ``permission_fault`` does (mmu.h): U/S, R/W with CR0.WP, NX with
-  EFER.NXE, SMEP, SMAP with RFLAGS.AC, then protection keys from PKRU;
-* the #PF error code adds W/R, U/S and I/D (I/D only with EFER.NXE or CR4.SMEP,
-  as paging_tmpl.h's error path does);
+  leaf the way ``permission_fault`` does (mmu.h): U/S, R/W with CR0.WP, XD, SMEP,
+  SMAP with RFLAGS.AC, then protection keys from PKRU (IA-32e paging with CR4.PKE);
+* the #PF error code adds W/R, U/S and I/D; I/D as the SDM (4.7) and ``walk`` have
+  it: with CR4.SMEP, or with EFER.NXE in PAE/IA-32e paging.  (KVM's paging_tmpl.h
+  tests ``is_efer_nx`` alone, so it also sets I/D for 32-bit paging with NXE=1.)
 * A/D bits are written only when a walk succeeds (``FNAME(update_accessed_dirty_bits)``).
 
 How it is vectorised: the walk goes level by level over the *lanes* (addresses) still
@@ -46,6 +49,8 @@ from .regs import PagingMode, Regs, paging_mode
 # the kernel's rsvd_bits_mask, shared by everything that checks a gpte), and its
 # CR3 check is what MOV to CR3 would refuse; the batch reuses both.
 from .walker import MIN_PHYS_BITS, EntryFormat, _root_table, entry_format
+
+__all__ = ["walk_many", "BatchResult", "BatchElement"]
 
 _U64 = np.uint64
 _PAGE_MASK = (1 << PAGE_SHIFT) - 1

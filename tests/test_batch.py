@@ -345,6 +345,13 @@ def test_result_record_and_len():
     assert len(walk_many(mem, make_regs("4-level", cr3=0x1000), [], "read")) == 0
 
 
+def test_docstring_example():
+    import doctest
+
+    import mmu.batch
+    assert doctest.testmod(mmu.batch).failed == 0
+
+
 # -- bad input -------------------------------------------------------------------
 
 @pytest.mark.parametrize("gvas, exc, words", [
