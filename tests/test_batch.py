@@ -386,3 +386,6 @@ def test_bad_arguments():
         walk_many(mem, regs, [0], "read", maxphyaddr=53)
     with pytest.raises(TypeError, match="set_ad"):
         walk_many(mem, regs, [0], "read", set_ad=1)
+    # A CR3 that MOV to CR3 would refuse (bits at or above MAXPHYADDR) is refused, as walk() does.
+    with pytest.raises(ValueError, match="cr3"):
+        walk_many(mem, make_regs("4-level", cr3=1 << 40), [0], "read", maxphyaddr=40)
