@@ -194,8 +194,10 @@ def _entry(rng: random.Random, mode: PagingMode, level: int, regs: Regs, target:
     leaf = level == 1 or (large and not (four_byte and not regs.pse))
     if large:
         v |= PS
-    if leaf and rng.random() < 0.3:
-        v |= G
+    if rng.random() < 0.3:
+        v |= G                                    # global in a leaf, ignored above (Intel)
+    if level == 1 and rng.random() < 0.3:
+        v |= PS                                   # bit 7 of a PTE is PAT, not PS
     if leaf:
         if four_byte and large:                   # 4 MiB page, PSE-36: PA 39:32 in bits 20:13
             v |= rng.getrandbits(10) << 22 | rng.getrandbits(8) << 13

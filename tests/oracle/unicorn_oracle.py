@@ -7,7 +7,7 @@ QEMU's own ``handle_mmu_fault`` in target/i386/excp_helper.c walks the tables), 
 the exception vector and #PF error code, or the guest-physical address reached, plus
 guest memory after the CPU's accessed/dirty write-backs.
 
-How the facts are extracted (see docs in /work/shared/reference/unicorn-oracle-notes.md):
+How the facts are extracted:
 
 * Memory.  All guest-physical memory below 2**40 (MAXPHYADDR of this CPU model), except
   a 64 KiB *oracle window* at ``WINDOW``, is MMIO backed by a copy of the caller's
