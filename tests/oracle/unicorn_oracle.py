@@ -285,10 +285,10 @@ class _Run:
         window = bytearray(WINDOW_SIZE)
         # Tables below the top level: level levels-1 .. 1, one page each; index 0 each.
         tables = [_TABLES + i * PAGE_SIZE for i in range(levels - 1)]
-        for i, t in enumerate(tables[:-1]):
-            struct.pack_into("<Q" if esize == 8 else "<I", window, t - WINDOW, tables[i + 1] | nonleaf)
-        pt = tables[-1] - WINDOW
         fmt = "<Q" if esize == 8 else "<I"
+        for i, t in enumerate(tables[:-1]):
+            struct.pack_into(fmt, window, t - WINDOW, tables[i + 1] | nonleaf)
+        pt = tables[-1] - WINDOW
         struct.pack_into(fmt, window, pt, _CODE0 | 0x1 | 0x20)                  # P A, supervisor
         struct.pack_into(fmt, window, pt + esize, _CODE3 | 0x1 | 0x4 | 0x20)    # P US A, user
         # The top-level entry lives in the caller's table: PAE PDPTEs allow only P.
