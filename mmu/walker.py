@@ -53,8 +53,17 @@ _ADDR_MASK_8 = ((1 << MAX_PHYS_BITS) - 1) & ~0xFFF   # bits 51:12 of an 8-byte e
 _ADDR_MASK_4 = 0xFFFF_F000                           # bits 31:12 of a 4-byte entry
 _PTE_FLAGS = int(PTE.P | PTE.RW | PTE.US | PTE.PWT | PTE.PCD | PTE.A | PTE.D | PTE.PS
                  | PTE.G | PTE.PAT_LARGE | PTE.XD)
+_PTE_FLAGS_SMALL = _PTE_FLAGS & ~int(PTE.PAT_LARGE)   # bit 12 is an address bit there
 _EPT_FLAGS = int(EPT.R | EPT.W | EPT.X | EPT.IPAT | EPT.PS | EPT.A | EPT.D | EPT.XU)
 _PS = 1 << 7
+# Plain-int copies of the flags the hot path tests: IntFlag arithmetic costs a
+# microsecond per operation, which is most of a walk.
+_EPT_R, _EPT_W, _EPT_X = int(EPT.R), int(EPT.W), int(EPT.X)
+_E_P, _E_WR, _E_US, _E_RSVD, _E_ID, _E_PK = (int(b) for b in (
+    PFErr.P, PFErr.WR, PFErr.US, PFErr.RSVD, PFErr.ID, PFErr.PK))
+_CR0_WP, _CR4_PSE, _CR4_SMEP, _CR4_SMAP, _CR4_PKE = (int(b) for b in (
+    CR0.WP, CR4.PSE, CR4.SMEP, CR4.SMAP, CR4.PKE))
+_EFER_NXE = int(EFER.NXE)
 
 
 def _bits(lo: int, hi: int) -> int:
@@ -182,8 +191,8 @@ class EntryFormat:
     def entry_access(self, entry: int) -> int:
         """ACC_* bits one present entry grants (``FNAME(gpte_access)``)."""
         if self.ept:
-            return ((ACC_WRITE_MASK if entry & EPT.W else 0) | (ACC_EXEC_MASK if entry & EPT.X else 0)
-                    | (ACC_USER_MASK if entry & EPT.R else 0))
+            return ((ACC_WRITE_MASK if entry & _EPT_W else 0) | (ACC_EXEC_MASK if entry & _EPT_X else 0)
+                    | (ACC_USER_MASK if entry & _EPT_R else 0))
         # ACC_EXEC sits on the P bit (1 for a present entry); XD clears it.
         return (entry & ACC_ALL) ^ ((entry >> 63) & 1)
 
@@ -204,8 +213,15 @@ class EntryFormat:
     def decode(self, entry: int, large: bool) -> PTE | EPT:
         """Flag bits of an entry; bit 12 is PAT only in a large leaf (else an address bit)."""
         if self.ept:
-            return EPT(entry & _EPT_FLAGS)
-        return PTE(entry & (_PTE_FLAGS if large else _PTE_FLAGS & ~PTE.PAT_LARGE))
+            return _ept_flags(entry & _EPT_FLAGS)
+        return _pte_flags(entry & (_PTE_FLAGS if large else _PTE_FLAGS_SMALL))
+
+
+# Flag values come from a few thousand combinations: build each IntFlag once.
+_pte_flags = functools.lru_cache(maxsize=8192)(PTE)
+_ept_flags = functools.lru_cache(maxsize=4096)(EPT)
+#: paging_mode per Regs value (Regs is frozen and hashable); refusals are not cached.
+_mode_of = functools.lru_cache(maxsize=1024)(paging_mode)
 
 
 @functools.lru_cache(maxsize=256)
@@ -329,9 +345,9 @@ def _ept_bad_xwr_mt(fmt: EntryFormat, entry: int, level: int, leaf: bool) -> str
     """``__is_bad_mt_xwr``: XWR combinations and leaf memory types the CPU refuses."""
     xwr = entry & 7
     name = "EPT " + LEVEL_NAMES[level]
-    if xwr & EPT.W and not xwr & EPT.R:
+    if xwr & _EPT_W and not xwr & _EPT_R:
         return f"EPT misconfiguration: {name} is writable but not readable (XWR={xwr:03b})"
-    if xwr == EPT.X and not fmt.execonly:
+    if xwr == _EPT_X and not fmt.execonly:
         return (f"EPT misconfiguration: {name} is execute-only (XWR=100) but the CPU does not "
                 f"support execute-only EPT")
     if leaf or level == 1:
@@ -396,7 +412,9 @@ def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
     """
     if not isinstance(mem, GuestMemory):
         raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
-    mode = paging_mode(regs)
+    if not isinstance(regs, Regs):
+        raise TypeError(f"regs must be an mmu.Regs, not {type(regs).__name__}")
+    mode = _mode_of(regs)
     gva = check_int("gva", gva, 0, 1 << 64)
     check_access(access)
     cpl = check_int("cpl", cpl, 0, 4)
@@ -407,8 +425,8 @@ def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
         return WalkResult(gva & 0xFFFF_FFFF, None, (), mode, None, None, ACC_ALL, None)
     root = _root_table(regs, mode, maxphyaddr)
     long_mode = mode >= PagingMode.LEVEL4
-    nx = bool(regs.efer & EFER.NXE)
-    fmt = entry_format(mode, maxphyaddr, nx and mode != PagingMode.BIT32, bool(regs.cr4 & CR4.PSE),
+    nx = bool(regs.efer & _EFER_NXE)
+    fmt = entry_format(mode, maxphyaddr, nx and mode != PagingMode.BIT32, bool(regs.cr4 & _CR4_PSE),
                        gbpages)
     if long_mode:
         return _walk_x86(mem, regs, fmt, root, gva, access, cpl, mode, set_ad, canonical=True)
@@ -419,11 +437,11 @@ def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
 def _walk_x86(mem, regs, fmt, root, gva, access, cpl, mode, set_ad, *, canonical) -> WalkResult:
     write, fetch, user = access == "write", access == "fetch", cpl == 3
     long_mode = mode >= PagingMode.LEVEL4
-    nx = bool(regs.efer & EFER.NXE)
-    err = (PFErr.WR if write else 0) | (PFErr.US if user else 0)
+    nx = bool(regs.efer & _EFER_NXE)
+    err = (_E_WR if write else 0) | (_E_US if user else 0)
     # SDM 4.7: I/D is reported only when fetches can fault for a paging reason.
-    if fetch and (regs.cr4 & CR4.SMEP or (mode >= PagingMode.PAE and nx)):
-        err |= PFErr.ID
+    if fetch and (regs.cr4 & _CR4_SMEP or (mode >= PagingMode.PAE and nx)):
+        err |= _E_ID
     if canonical:
         va_bits = 57 if mode == PagingMode.LEVEL5 else 48
         top = gva >> (va_bits - 1)
@@ -439,21 +457,21 @@ def _walk_x86(mem, regs, fmt, root, gva, access, cpl, mode, set_ad, *, canonical
         if kind == _PDPTE_GP:
             fault = Fault(GP_VECTOR, 0, level, reason, gva)
         elif kind == _NOT_PRESENT:
-            fault = Fault(PF_VECTOR, int(err), level, reason, gva)
+            fault = Fault(PF_VECTOR, err, level, reason, gva)
         else:
-            fault = Fault(PF_VECTOR, int(err | PFErr.P | PFErr.RSVD), level, reason, gva)
+            fault = Fault(PF_VECTOR, err | _E_P | _E_RSVD, level, reason, gva)
         return WalkResult(None, fault, trace, mode, None, None, acc, None)
 
     leaf = trace[-1]
     page_size = 1 << fmt.shift(leaf.level)
-    pkey = (leaf.entry >> PTE_PKEY_SHIFT) & 0xF if long_mode and regs.cr4 & CR4.PKE else None
+    pkey = (leaf.entry >> PTE_PKEY_SHIFT) & 0xF if long_mode and regs.cr4 & _CR4_PKE else None
     reasons, pk = _x86_permission(regs, trace, acc, access, cpl, pkey)
     if reasons:
-        code = err | PFErr.P | (PFErr.PK if pk else 0)
-        fault = Fault(PF_VECTOR, int(code), leaf.level, "; ".join(reasons), gva)
+        code = err | _E_P | (_E_PK if pk else 0)
+        fault = Fault(PF_VECTOR, code, leaf.level, "; ".join(reasons), gva)
         return WalkResult(None, fault, trace, mode, leaf.level, page_size, acc, pkey)
     if set_ad:
-        _set_accessed_dirty(mem, fmt, trace, write, PTE.A, PTE.D)
+        _set_accessed_dirty(mem, fmt, trace, write, int(PTE.A), int(PTE.D))
     gpa = fmt.leaf_base(leaf.entry, leaf.level) | (gva & (page_size - 1))
     return WalkResult(gpa, None, trace, mode, leaf.level, page_size, acc, pkey)
 
@@ -477,7 +495,7 @@ def _x86_permission(regs: Regs, trace, acc: int, access: str, cpl: int,
     """
     write, fetch, user = access == "write", access == "fetch", cpl == 3
     user_page = bool(acc & ACC_USER_MASK)
-    wp = bool(regs.cr0 & CR0.WP)
+    wp = bool(regs.cr0 & _CR0_WP)
     kind = "user" if user else "supervisor"
     reasons = []
     if user and not user_page:
@@ -490,9 +508,9 @@ def _x86_permission(regs: Regs, trace, acc: int, access: str, cpl: int,
     if fetch and not acc & ACC_EXEC_MASK:
         reasons.append(f"XD: {kind} fetch from an execute-disable page "
                        f"(XD=1 in {_first_without(trace, ACC_EXEC_MASK)})")
-    if fetch and not user and user_page and regs.cr4 & CR4.SMEP:
+    if fetch and not user and user_page and regs.cr4 & _CR4_SMEP:
         reasons.append("SMEP: supervisor fetch from a user page (U/S=1 at every level)")
-    if not fetch and not user and user_page and regs.cr4 & CR4.SMAP and not regs.ac:
+    if not fetch and not user and user_page and regs.cr4 & _CR4_SMAP and not regs.ac:
         reasons.append(f"SMAP: supervisor {access} of a user page with RFLAGS.AC=0")
     pk = False
     if pkey is not None and user_page and not fetch:
@@ -569,7 +587,7 @@ def ept_walk(mem: GuestMemory, eptp: int, gpa: int, access: str, *, levels: int 
             gpa, int(want) | (int(have) << 3))
         return WalkResult(None, fault, trace, None, leaf.level, page_size, acc, None)
     if set_ad and ad:
-        _set_accessed_dirty(mem, fmt, trace, access == "write", EPT.A, EPT.D)
+        _set_accessed_dirty(mem, fmt, trace, access == "write", int(EPT.A), int(EPT.D))
     gpa_out = fmt.leaf_base(leaf.entry, leaf.level) | (gpa & (page_size - 1))
     return WalkResult(gpa_out, None, trace, None, leaf.level, page_size, acc, None)
 
