@@ -511,18 +511,21 @@ def _x86_permission(regs: Regs, trace, acc: int, access: str, cpl: int,
     if fetch and not user and user_page and regs.cr4 & _CR4_SMEP:
         reasons.append("SMEP: supervisor fetch from a user page (U/S=1 at every level)")
     if not fetch and not user and user_page and regs.cr4 & _CR4_SMAP and not regs.ac:
-        reasons.append(f"SMAP: supervisor {access} of a user page with RFLAGS.AC=0")
+        reasons.append(f"SMAP: supervisor {access} of a user page with RFLAGS.AC=0 "
+                       f"(U/S=1 at every level)")
     pk = False
     if pkey is not None and user_page and not fetch:
         ad = (regs.pkru >> (2 * pkey)) & 1
         wd = (regs.pkru >> (2 * pkey + 1)) & 1
         if ad:
             pk = True
-            reasons.append(f"PK: {access} of a user page with key {pkey} whose PKRU.AD{pkey}=1")
+            reasons.append(f"PK: {access} of a user page with key {pkey} (in the "
+                           f"{trace[-1].name}) whose PKRU.AD{pkey}=1")
         elif write and wd and (user or wp):
             pk = True
-            reasons.append(f"PK: {kind} write to a user page with key {pkey} whose "
-                           f"PKRU.WD{pkey}=1" + ("" if user else " and CR0.WP=1"))
+            reasons.append(f"PK: {kind} write to a user page with key {pkey} (in the "
+                           f"{trace[-1].name}) whose PKRU.WD{pkey}=1"
+                           + ("" if user else " and CR0.WP=1"))
     return reasons, pk
 
 
