@@ -27,6 +27,8 @@ __all__ = [
 # widgets and each module can be read (and imported) on its own.
 _LAZY = {
     "walk": "walker", "WalkResult": "walker", "Fault": "walker", "TraceStep": "walker",
+    "ept_walk": "walker", "npt_walk": "walker", "EptViolation": "walker",
+    "EptMisconfig": "walker", "EptBuilder": "pagetable",
     "walk_many": "batch", "BatchResult": "batch",
     "PageTableBuilder": "pagetable",
     "PageRole": "roles", "ExtendedRole": "roles", "CpuRole": "roles",

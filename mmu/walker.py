@@ -92,6 +92,10 @@ class TraceStep:
     flags: PTE | EPT      # decoded flag bits of ``entry``
     access_bits: int      # ACC_* accumulated after this level
     leaf: bool
+    #: Why the walk stopped at this entry ("PDE not present", a reserved bit, ...),
+    #: None for an entry the walk went through.  A faulting walk's trace ends with
+    #: the entry that faulted, so a drawing of the walk can show it.
+    stop: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -302,7 +306,8 @@ def _walk_tables(mem: GuestMemory, fmt: EntryFormat, root: int, addr: int):
     """Walk from the table at ``root`` towards ``addr``.
 
     Returns ``(trace, acc, stop)`` where ``stop`` is None at a leaf (the last trace
-    step) or ``(kind, level, reason)`` for the entry where the walk stopped.  Never
+    step) or ``(kind, level, reason)`` for the entry where the walk stopped (also the
+    last trace step, with ``TraceStep.stop`` set to the reason).  Never
     loops more than ``fmt.root_level`` times, whatever the tables contain.
     """
     read = mem.read_u32 if fmt.entry_size == 4 else mem.read_u64
@@ -315,22 +320,28 @@ def _walk_tables(mem: GuestMemory, fmt: EntryFormat, root: int, addr: int):
         entry_addr = table + index * fmt.entry_size
         entry = read(entry_addr)
         name = LEVEL_NAMES[level]
+        large = level in fmt.large_levels and bool(entry & _PS)
+        stop = None
         if not fmt.is_present(entry):
             what = "not present (R=W=X=0)" if fmt.ept else "not present"
-            return trace, acc, (_NOT_PRESENT, level, f"{'EPT ' if fmt.ept else ''}{name} {what}")
-        large = level in fmt.large_levels and bool(entry & _PS)
-        bad = entry & fmt.rsvd[large][level]
-        if bad:
-            reason = _rsvd_reason(fmt, bad, level, large)
+            stop = (_NOT_PRESENT, level, f"{'EPT ' if fmt.ept else ''}{name} {what}")
+        elif entry & fmt.rsvd[large][level]:
+            reason = _rsvd_reason(fmt, entry & fmt.rsvd[large][level], level, large)
             if fmt.pdpte_gp and level == 3:
-                return trace, acc, (_PDPTE_GP, level, (
+                stop = (_PDPTE_GP, level, (
                     f"PAE PDPTE {index} has a reserved bit set ({reason[6:]}): loading the "
                     f"PDPTEs at MOV CR3 would have raised #GP"))
-            return trace, acc, ((_MISCONFIG if fmt.ept else _RSVD), level, reason)
-        if fmt.ept:
+            else:
+                stop = ((_MISCONFIG if fmt.ept else _RSVD), level, reason)
+        elif fmt.ept:
             bad_reason = _ept_bad_xwr_mt(fmt, entry, level, large)
             if bad_reason:
-                return trace, acc, (_MISCONFIG, level, bad_reason)
+                stop = (_MISCONFIG, level, bad_reason)
+        if stop is not None:
+            # The faulting entry was read too: keep it in the trace, marked.
+            trace.append(TraceStep(level, name, index, entry_addr, entry,
+                                   fmt.decode(entry, large), acc, False, stop[2]))
+            return trace, acc, stop
         if not (fmt.pdpte_gp and level == 3):      # a PAE PDPTE grants no rights
             acc &= fmt.entry_access(entry)
         leaf = large or level == 1
