@@ -1,0 +1,234 @@
+"""VCpu register semantics: reset state, #GP checks, exit decisions, LMA, early return,
+the 6.4 CR0.WP refresh, preview, and bad arguments.  Expected values come from the SDM's
+MOV-to-CR/WRMSR rules and the fact sheet (§2.3, §3)."""
+from collections import Counter
+
+import pytest
+
+from mmu.regs import CR0, CR4, EFER
+from mmu.vcpu import Event, VCpu, WriteResult
+
+ERAS = ("5.15", "5.18", "5.19", "6.1", "6.4")
+
+
+def test_reset_state():
+    v = VCpu(kernel="6.1", mmu="shadow")
+    assert v.regs.cr0 == CR0.ET and v.regs.cr3 == 0 and v.regs.cr4 == 0 and v.regs.efer == 0
+    assert not v.root.valid and all(not p.valid for p in v.prev_roots)
+    assert v.stats["mmu_inits"] == 1 and v.stats["vm_exits"] == 0
+    # paging off: the CPU role is direct with level 0 (§2.3 table, "no paging" row)
+    assert v.cpu_role.base.direct == 1 and v.cpu_role.base.level == 0
+    # shadow root role for no paging: level 3, direct, efer_nx=1 (§2.3 shadow table)
+    assert (v.root_role.level, v.root_role.direct, v.root_role.efer_nx) == (3, 1, 1)
+    assert isinstance(v.events[0], Event) and "kvm_arch_vcpu_create" in v.events[0].func
+
+
+@pytest.mark.parametrize("kernel", ERAS)
+def test_legacy_eras_expose_mmu_role(kernel):
+    v = VCpu(kernel=kernel, mmu="shadow")
+    if kernel in ("5.15", "5.18"):
+        assert v.mmu_role is not None and v.root_role == v.mmu_role.base
+    else:
+        assert v.mmu_role is None
+
+
+def test_boot_long_mode_reaches_4_level():
+    v = VCpu(kernel="6.4", mmu="shadow")
+    results = v.boot_long_mode(cr3=0x5000, smep=True)
+    assert all(isinstance(r, WriteResult) and r.ok for r in results)
+    assert v.regs.efer & EFER.LMA and v.regs.cr0 & CR0.PG and v.cs_l
+    assert v.cpu_role.base.level == 4 and v.cpu_role.ext.efer_lma == 1
+    assert v.root.valid and v.root.pgd == 0x5000 and v.root_role.level == 4
+
+
+def test_boot_5_level_and_protected():
+    v = VCpu(kernel="6.4", mmu="tdp", tdp_level=5)
+    v.boot_long_mode(la57=True)
+    assert v.cpu_role.base.level == 5 and v.root_role.level == 5
+    w = VCpu(kernel="5.19", mmu="shadow")
+    w.boot_protected(pae=False)
+    assert w.cpu_role.base.level == 2 and w.cpu_role.base.has_4_byte_gpte == 1
+    assert w.root_role.level == 3      # PAE shadow root for a 32-bit guest (§2.3)
+    with pytest.raises(ValueError, match="real mode"):
+        w.boot_long_mode()
+
+
+def test_lma_follows_pg_with_lme():
+    v = VCpu(kernel="6.1", mmu="shadow")
+    v.boot_long_mode()
+    assert v.regs.efer & EFER.LMA
+    # clearing PG from 64-bit code is #GP (kvm_set_cr0: is_64_bit_mode)
+    r = v.set_cr0(v.regs.cr0 & ~int(CR0.PG))
+    assert r.fault is not None and v.regs.efer & EFER.LMA
+    v.far_jump(False)
+    assert v.set_cr0(v.regs.cr0 & ~int(CR0.PG)).ok
+    assert not v.regs.efer & EFER.LMA and v.regs.efer & EFER.LME
+    # guest writes to LMA are ignored: the CPU owns it (set_efer keeps the current LMA)
+    assert v.set_efer(v.regs.efer | int(EFER.LMA)).ok and not v.regs.efer & EFER.LMA
+
+
+def test_cr0_reserved_low_bits_are_dropped_not_gp():
+    v = VCpu(kernel="6.4", mmu="shadow")
+    r = v.set_cr0(int(CR0.PE) | (1 << 6) | (1 << 20))
+    assert r.ok and v.regs.cr0 == CR0.PE | CR0.ET       # ET is forced to 1 too
+
+
+@pytest.mark.parametrize("kernel", ["5.18", "6.1", "6.4"])
+def test_wp_toggle_with_paging_off(kernel):
+    # Protected mode, paging off, shadow paging: the WP write exits.  6.4 returns at once
+    # (e40bcf9f3a18); earlier eras reset (WP is a role bit) and kvm_init_mmu returns early
+    # because with PG=0 the roles do not contain WP (§2.2, §2.3).
+    v = VCpu(kernel=kernel, mmu="shadow")
+    v.set_cr0(int(CR0.ET | CR0.PE))
+    before = Counter(v.stats)
+    assert v.set_cr0(int(CR0.ET | CR0.PE | CR0.WP)).exited
+    d = Counter(v.stats)
+    d.subtract(before)
+    if kernel == "6.4":
+        assert (d["mmu_resets"], d["mmu_inits"]) == (0, 0)
+    else:
+        assert (d["mmu_resets"], d["init_early_returns"]) == (1, 1)
+
+
+@pytest.mark.parametrize("vendor,kind,kernel,exits", [
+    ("intel", "tdp", "6.4", False),     # WP guest-owned with EPT (fb509f76acc8)
+    ("intel", "legacy", "6.4", False),
+    ("intel", "tdp", "6.1", True),      # mainline 6.1: only TS guest-owned
+    ("intel", "shadow", "6.4", True),   # without EPT WP stays intercepted
+    ("amd", "tdp", "6.4", True),        # no per-bit CR0 control on SVM
+    ("amd", "shadow", "6.4", True),
+])
+def test_wp_exit_decision(vendor, kind, kernel, exits):
+    v = VCpu(kernel=kernel, mmu=kind, vendor=vendor)
+    v.boot_long_mode()
+    assert v.set_cr0(v.regs.cr0 & ~int(CR0.WP)).exited is exits
+    assert not v.regs.cr0 & CR0.WP
+
+
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_ts_only_write_does_not_exit(vendor):
+    v = VCpu(kernel="5.18", mmu="legacy", vendor=vendor)
+    v.boot_long_mode()
+    r = v.set_cr0(v.regs.cr0 | int(CR0.TS))
+    assert not r.exited and v.regs.cr0 & CR0.TS
+
+
+def test_cr4_guest_owned_bits_do_not_exit_on_vmx():
+    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
+    v.boot_long_mode(pge=False)
+    assert not v.set_cr4(v.regs.cr4 | int(CR4.PGE)).exited    # PGE guest-owned with EPT
+    s = VCpu(kernel="6.4", mmu="shadow", vendor="intel")
+    s.boot_long_mode(pge=False)
+    assert s.set_cr4(s.regs.cr4 | int(CR4.PGE)).exited         # not without EPT
+    a = VCpu(kernel="6.4", mmu="tdp", vendor="amd")
+    a.boot_long_mode(pge=False)
+    assert a.set_cr4(a.regs.cr4 | int(CR4.PGE)).exited         # SVM intercepts CR4 writes
+
+
+def test_6_4_refreshes_stale_cr0_wp_before_emulated_permission_check():
+    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
+    v.boot_long_mode()
+    assert not v.set_cr0(v.regs.cr0 & ~int(CR0.WP)).exited
+    assert v.cpu_role.base.cr0_wp == 1          # stale: KVM never saw the write (§3.3)
+    role = v.emulated_permission_check()
+    assert role.base.cr0_wp == 0 and v.stats["passthrough_refreshes"] == 1
+    # Without the fix the check would use the stale bit (the bug [SC-REFRESH] fixed).
+    w = VCpu(kernel="6.4", mmu="tdp", vendor="intel", wp_refresh_in_permission_fault=False)
+    w.boot_long_mode()
+    w.set_cr0(w.regs.cr0 & ~int(CR0.WP))
+    assert w.emulated_permission_check().base.cr0_wp == 1
+
+
+def test_init_early_return_rule_5_19():
+    # Writing CR4 with a role bit changed while paging is off: reset, but both roles are
+    # unchanged (no paging -> only direct/access/smm/guest_mode) -> early return.
+    v = VCpu(kernel="5.19", mmu="tdp")
+    before = v.stats["init_early_returns"]
+    v.set_cr4(int(CR4.SMEP))
+    assert v.stats["init_early_returns"] == before + 1
+    assert any(e.func == "kvm_init_mmu: early return" for e in v.events)
+
+
+def test_efer_lme_resets_only_from_5_17():
+    # d6174299365d: before it, an EFER.LME change did not reset the MMU (§3.1).
+    for kernel, resets in (("5.15", 0), ("5.18", 1)):
+        v = VCpu(kernel=kernel, mmu="shadow")
+        v.set_cr0(int(CR0.ET | CR0.PE))
+        before = v.stats["mmu_resets"]
+        v.set_efer(int(EFER.LME))
+        assert v.stats["mmu_resets"] - before == resets
+
+
+def test_preview_changes_nothing():
+    v = VCpu(kernel="6.1", mmu="shadow")
+    v.boot_long_mode()
+    state = (v.regs, v.cpu_role, v.root_role, v.root, v.prev_roots, Counter(v.stats),
+             len(v.events), len(v.vm.shadow.hash))
+    p = v.preview(cr0=v.regs.cr0 & ~int(CR0.WP))
+    assert any(e.func == "kvm_mmu_reset_context" for e in p.events)
+    assert p.stats["mmu_resets"] == 1 and p.stats["roots_created"] == 1
+    assert p.cpu_role.base.cr0_wp == 0
+    assert (v.regs, v.cpu_role, v.root_role, v.root, v.prev_roots, Counter(v.stats),
+            len(v.events), len(v.vm.shadow.hash)) == state
+    assert v.what_if(cr3=v.regs.cr3 + 0x1000).stats["prev_root_misses"] == 1
+    with pytest.raises(ValueError, match="cr0"):
+        v.preview(cr2=0)
+
+
+def test_bad_arguments_name_allowed_values():
+    with pytest.raises(ValueError, match="5.15"):
+        VCpu(kernel="4.19")
+    with pytest.raises(ValueError, match="tdp"):
+        VCpu(mmu="ept")
+    with pytest.raises(ValueError, match="intel"):
+        VCpu(vendor="via")
+    with pytest.raises(ValueError, match=r"\(4, 5\)"):
+        VCpu(tdp_level=3)
+    with pytest.raises(ValueError, match="role_split"):
+        VCpu(no_such_flag=True)
+    v = VCpu(mmu="shadow")
+    regs, stats = v.regs, Counter(v.stats)
+    for bad in ("0x11", 1.5, None, True):
+        with pytest.raises(TypeError):
+            v.set_cr0(bad)
+    with pytest.raises(ValueError):
+        v.set_cr3(-1)
+    with pytest.raises(ValueError):
+        v.set_efer(1 << 64)
+    assert v.regs == regs and Counter(v.stats) == stats
+    with pytest.raises(ValueError, match="SMM"):
+        v.leave_smm()
+
+
+def test_cr3_above_maxphyaddr_is_gp_under_shadow():
+    v = VCpu(kernel="6.4", mmu="shadow", maxphyaddr=46)
+    v.boot_long_mode()
+    cr3 = v.regs.cr3
+    r = v.set_cr3(1 << 46)
+    assert r.fault is not None and r.fault.vector == 13 and v.regs.cr3 == cr3
+
+
+def test_nested_enter_exit_uses_prev_roots():
+    # L2 roots differ by role.guest_mode; on the way back L1's root is in prev_roots[0].
+    v = VCpu(kernel="6.4", mmu="shadow")
+    v.boot_long_mode(cr3=0x10000)
+    assert v.nested_enter(l2_cr3=0x20000).ok
+    assert v.root_role.guest_mode == 1 and v.guest_mode
+    r = v.nested_exit()
+    assert r.ok and v.root_role.guest_mode == 0
+    assert any(e.func == "fast_pgd_switch: prev_roots[0] hit" for e in r.events)
+
+
+def test_sibling_shares_the_vm():
+    v = VCpu(kernel="6.1", mmu="legacy")
+    w = v.sibling()
+    assert w.vm is v.vm and w.era is v.era
+    v.boot_long_mode()
+    w.boot_long_mode()
+    assert w.root_object.sp is v.root_object.sp        # same direct root page, shared
+
+
+def test_event_cap():
+    v = VCpu(kernel="6.1", mmu="shadow", max_events=5)
+    v.boot_long_mode()
+    assert len(v.events) == 5 and v.stats["events_dropped"] > 0
