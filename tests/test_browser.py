@@ -98,7 +98,10 @@ def test_role_explorer_flips_cr0_wp_in_chromium(lab, tmp_path):
             sync_api.expect(row).to_contain_text("▲ changed")
             page.wait_for_timeout(300)          # let the layout settle for the picture
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            view.scroll_into_view_if_needed()
+            # Controls (CR0.WP now unticked) and the outcome box at the top of the picture.
+            page.locator(".role-explorer").first.evaluate(
+                "e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(200)
             page.screenshot(path=str(SCREENSHOT))
         finally:
             ctx.close()
