@@ -287,11 +287,17 @@ class Ref:
 
 @dataclasses.dataclass(frozen=True)
 class TwoDWalkResult:
-    """:func:`two_d_walk`.  ``fault`` is the guest's #PF/#GP (a :class:`mmu.walker.Fault`),
-    or an :class:`~mmu.walker.EptViolation`/``EptMisconfig`` (NPT: a ``Fault`` with vector
-    None is not used -- an NPT failure is reported as the npt_walk fault, see
-    ``tdp_fault``) together with ``fault_gpa``, the GPA whose translation failed and
-    ``final`` (False: it was a guest table access, EPT exit qualification bit 8 = 0)."""
+    """:func:`two_d_walk`.
+
+    ``fault`` is None on success.  ``tdp_fault`` False: the guest's own #PF/#GP (exactly
+    :func:`mmu.walker.walk`'s :class:`~mmu.walker.Fault`), injected into the guest.
+    ``tdp_fault`` True: the EPT/NPT walk of ``fault_gpa`` failed -- an
+    :class:`~mmu.walker.EptViolation`/``EptMisconfig`` (Intel) or the NPT walk's #PF-style
+    ``Fault`` (AMD: a #NPF exit whose EXITINFO1 is that error code) -- and ``final`` says
+    whether it was the final GPA (EPT exit qualification bit 8 = 1) or a guest table access.
+    ``refs`` lists every entry read, the faulting one included; ``ad_writes`` the guest A/D
+    updates as ``(gpa, new value)``.
+    """
 
     gva: int
     gpa: int | None
