@@ -1,0 +1,328 @@
+"""Render functions of chapters 1-4 (mmu.views.walk_view, permissions_view, shadow_view,
+tdp_view) and their widgets (mmu.widgets_walk).
+
+Expected values are worked out by hand from the chapter guest's layout
+(mmu.views.walk_view._REGIONS: user code 256 KiB, user data 128 KiB, one kernel large page,
+kernel text 512 KiB, kernel data 256 KiB), from the SDM's #PF error-code bits (Vol. 3A
+4.7) and from the fact sheet's permission rules (§7.3) -- never pasted from a run.
+"""
+from __future__ import annotations
+
+import random
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from mmu import walk
+from mmu.views import permissions_view as pv
+from mmu.views import walk_view as wv
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+def _rows(table_text: str) -> list[list[str]]:
+    """Data rows of a Table.text() (after the caption, header and dashes), split on 2+ spaces."""
+    import re
+    return [re.split(r"\s{2,}", line.strip()) for line in table_text.splitlines()[3:]]
+
+
+# ---------------------------------------------------------------------------
+# GVA split
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,expected", [
+    # 0xC01234: bits 31:22 = 3, 21:12 = 0x001 -> 1 (10-bit indexes)
+    ("32-bit", [("PDE index", "31:22", "3"), ("PTE index", "21:12", "1")]),
+    # 9-bit indexes: bits 31:30 = 0, 29:21 = 6 (6 * 2 MiB = 0xC00000), 20:12 = 1
+    ("PAE", [("PDPTE index", "31:30", "0"), ("PDE index", "29:21", "6"),
+             ("PTE index", "20:12", "1")]),
+    ("4-level", [("PML4E index", "47:39", "0"), ("PDPTE index", "38:30", "0"),
+                 ("PDE index", "29:21", "6"), ("PTE index", "20:12", "1")]),
+    ("5-level", [("PML5E index", "56:48", "0"), ("PML4E index", "47:39", "0"),
+                 ("PDPTE index", "38:30", "0"), ("PDE index", "29:21", "6"),
+                 ("PTE index", "20:12", "1")]),
+])
+def test_gva_split_indexes(mode, expected):
+    rows = _rows(wv.gva_split(0x00C0_1234, mode).text)
+    got = [(r[0], r[1], r[2]) for r in rows if r[0].endswith("index")]
+    assert got == expected
+    assert ["page offset", "11:0", "0x234"] == rows[-1][:3]
+
+
+def test_gva_split_high_half_and_ignored_bits():
+    # 0xffff800000000000: bits 63:48 = 0xffff, bit 47 = 1 -> PML4 index 256, rest 0.
+    rows = _rows(wv.gva_split(0xFFFF_8000_0000_0000, "4-level").text)
+    assert rows[0][:3] == ["sign extension", "63:48", "0xffff"]
+    assert rows[1][:3] == ["PML4E index", "47:39", "256"]
+    # Outside long mode bits 63:32 are not part of the linear address.
+    rows = _rows(wv.gva_split((5 << 32) | 0x1000, "32-bit").text)
+    assert rows[0][:3] == ["ignored", "63:32", "0x5"]
+    assert rows[1][:3] == ["PDE index", "31:22", "0"]
+    assert rows[2][:3] == ["PTE index", "21:12", "1"]
+
+
+def test_gva_split_refuses_bad_input():
+    with pytest.raises(ValueError, match="none"):
+        wv.gva_split(0, "none")
+    with pytest.raises(ValueError, match="allowed"):
+        wv.gva_split(-1, "4-level")
+    with pytest.raises(TypeError):
+        wv.gva_split("0x10", "4-level")
+
+
+# ---------------------------------------------------------------------------
+# The chapter guest and single walks
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,size", [("32-bit", 4 * MiB), ("PAE", 2 * MiB),
+                                       ("4-level", 2 * MiB), ("5-level", 2 * MiB)])
+def test_large_page_walk(mode, size):
+    g = wv.demo_guest(mode)
+    r = walk(g.mem, g.regs, 0x0080_1234, "read", 0, set_ad=False)
+    assert r.ok and r.gpa == 0x0080_1234 and r.page_size == size
+    text = wv.render_walk(r, 0x0080_1234, "read", 0).text
+    label = "4 MiB" if size == 4 * MiB else "2 MiB"
+    assert f"✔ translated: GPA 0x801234 ({label} page)" in text
+    # the leaf is the PDE (level 2), one row per level from the root down
+    levels = {"32-bit": 2, "PAE": 3, "4-level": 4, "5-level": 5}[mode]
+    rows = _rows(text.split("\n\n")[0])
+    assert len(rows) == levels - 1
+    assert rows[-1][0] == "2 PDE" and rows[-1][-1] == "leaf"
+
+
+def test_write_to_kernel_text_is_a_protection_fault():
+    g = wv.demo_guest("4-level")
+    r = walk(g.mem, g.regs, 0x00C0_1234, "write", 0, set_ad=False)
+    text = wv.render_walk(r, 0x00C0_1234, "write", 0).text
+    # SDM 4.7: P=1 (present page) | W/R=1 (write) = 0x3
+    assert "error code 0x3 (P|WR)" in text
+    assert "R/W: supervisor write to a read-only page with CR0.WP=1" in text
+    assert "#PF error code 0x3 bit by bit" in text
+    rows = {row[0]: row for row in _rows(wv.error_code_table(r.fault.error_code).text())}
+    assert rows["P"][2] == "1" and rows["W/R"][2] == "1" and rows["U/S"][2] == "0"
+    # the PTE row: P only (read-only, supervisor, executable) -> ACC "--X"
+    walk_rows = _rows(text.split("\n\n")[0])
+    assert walk_rows[-1][0] == "1 PTE" and walk_rows[-1][4] == "P" and walk_rows[-1][5] == "--X"
+
+
+def test_user_read_of_kernel_page_and_not_present():
+    g = wv.demo_guest("PAE")
+    r = walk(g.mem, g.regs, 0x00D0_0000, "read", 3, set_ad=False)
+    assert "error code 0x5 (P|US)" in wv.outcome_line(r)          # P | U/S
+    hole = walk(g.mem, g.regs, 0x0100_0000, "read", 0, set_ad=False)   # above all regions
+    assert wv.outcome_line(hole).startswith("✘ #PF, error code 0x0 (-)")
+    # 16 MiB = PDE index 8 (0x1000000 >> 21), which no region uses: the walk stops there
+    last = _rows(wv.render_walk(hole, 0x0100_0000, "read", 0).text.split("\n\n")[0])[-1]
+    assert last[0] == "2 PDE" and last[1] == "8" and last[-1] == "✘ stop: PDE not present"
+
+
+def test_non_canonical_is_gp_with_empty_trace():
+    g = wv.demo_guest("4-level")
+    r = walk(g.mem, g.regs, 1 << 47, "read", 0)
+    v = wv.render_walk(r, 1 << 47, "read", 0)
+    assert "✘ #GP(0)" in v.text and "no entry read" in v.text
+    assert "bit by bit" not in v.text          # no #PF error code for a #GP
+
+
+def test_error_code_table_bits():
+    rows = {r[0]: r[1:3] for r in _rows(wv.error_code_table(0x27).text())}
+    # 0x27 = P(0) | W/R(1) | U/S(2) | PK(5)
+    assert rows == {"P": ["0", "1"], "W/R": ["1", "1"], "U/S": ["2", "1"], "RSVD": ["3", "0"],
+                    "I/D": ["4", "0"], "PK": ["5", "1"]}
+
+
+def test_acc_label_and_flag_names():
+    assert [wv.acc_label(a) for a in (0, 1, 2, 4, 7)] == ["---", "--X", "-W-", "U--", "UWX"]
+    with pytest.raises(ValueError):
+        wv.acc_label(8)
+    from mmu import PTE
+    assert wv.flag_names(int(PTE.P | PTE.US | PTE.XD), PTE) == "P|US|XD"
+    assert wv.flag_names(0, PTE) == "-"
+
+
+def test_walk_svg_is_well_formed_and_labelled():
+    g = wv.demo_guest("4-level")
+    ok = walk(g.mem, g.regs, 0x0040_2000, "read", 3, set_ad=False)
+    root = ET.fromstring(wv.walk_svg(ok, 0x0040_2000))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert root.find("s:title", ns).text == "Page walk of GVA 0x402000 (4-level paging)"
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(t.startswith("walk step") for t in texts)           # x axis label
+    assert any(t.startswith("entry index") for t in texts)         # y axis label
+    assert sum(t.endswith("table @ " + t.split("@ ")[-1]) for t in texts if "table @" in t) == 4
+    assert "✔ 4 KiB page" in texts
+    bad = walk(g.mem, g.regs, 0x0040_2000, "write", 3, set_ad=False)
+    texts = [t.text for t in ET.fromstring(wv.walk_svg(bad, 0x0040_2000))
+             .iter("{http://www.w3.org/2000/svg}text")]
+    assert "✘ #PF code 0x7" in texts                              # P | W | U
+
+
+# ---------------------------------------------------------------------------
+# Address map from the batch walker
+# ---------------------------------------------------------------------------
+
+# Pages per region (4 KiB each): user code 64, user data 32, large page 1024 (32-bit) or
+# 512, kernel text 128, kernel data 64.
+@pytest.mark.parametrize("mode,present,writable,user,executable", [
+    ("32-bit", 64 + 32 + 1024 + 128 + 64, 32 + 1024 + 64, 96, 64 + 32 + 1024 + 128 + 64),
+    ("PAE", 64 + 32 + 512 + 128 + 64, 32 + 512 + 64, 96, 64 + 128),
+    ("4-level", 64 + 32 + 512 + 128 + 64, 32 + 512 + 64, 96, 64 + 128),
+    ("5-level", 64 + 32 + 512 + 128 + 64, 32 + 512 + 64, 96, 64 + 128),
+])
+def test_address_map_counts(mode, present, writable, user, executable):
+    g = wv.demo_guest(mode, smep=True, smap=True)      # the map ignores SMEP/SMAP
+    before = g.mem.copy()
+    am = wv.address_map(g.mem, g.regs, 0, 4096)
+    assert (int(am.present.sum()), int(am.writable.sum()), int(am.user.sum()),
+            int(am.executable.sum())) == (present, writable, user, executable)
+    assert g.mem == before                                  # set_ad=False: nothing written
+    runs = am.runs()
+    assert runs[0] == (0, 0x3F_FFFF, "not mapped")
+    assert runs[1] == (0x40_0000, 0x43_FFFF, "read-only, user, executable")
+    text = wv.render_address_map(am).text
+    assert ["0x400000", "0x43ffff", "64", "read-only, user, executable"] in _rows(text)
+
+
+def test_address_map_plot_has_title_and_labels():
+    g = wv.demo_guest("4-level")
+    fig = wv.plot_address_map(wv.address_map(g.mem, g.regs, 0x40_0000, 1024))
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Batch walk of 1024 pages (4-level paging)")
+    assert ax.get_xlabel() == "guest-virtual address (MiB)"
+    assert ax.get_ylabel() == "question asked of each page"
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "present (yes = bar)"
+
+
+def test_address_map_refuses_bad_input():
+    g = wv.demo_guest("4-level")
+    with pytest.raises(ValueError, match="aligned"):
+        wv.address_map(g.mem, g.regs, 0x10, 4)
+    with pytest.raises(ValueError, match="allowed"):
+        wv.address_map(g.mem, g.regs, 0, 0)
+
+
+# ---------------------------------------------------------------------------
+# Permissions
+# ---------------------------------------------------------------------------
+
+def _perm(**kw) -> pv.PermResult:
+    return pv.evaluate(pv.PermState(**kw))
+
+
+# (controls, expected error code or None for "allowed", rule prefix, permissions[] index)
+# Error codes by SDM 4.7: P=1, W/R=2, U/S=4, RSVD=8, I/D=16, PK=32.  Index = PFEC bits 4:1
+# with RFLAGS.AC in the RSVD slot (facts §7.3).
+CASES = [
+    (dict(), None, None, 0),                                             # kernel reads own data
+    (dict(page_user=True), 0x1, "SMAP", 0),
+    (dict(page_user=True, rflags_ac=True), None, None, 4),               # AC overrides SMAP
+    (dict(page_user=True, page_xd=False, access="fetch"), 0x11, "SMEP", 8),
+    (dict(page_writable=False, access="write"), 0x3, "R/W", 1),
+    (dict(page_writable=False, access="write", cr0_wp=False), None, None, 1),
+    (dict(page_writable=False, access="write", cpl=3, page_user=True, cr0_wp=False),
+     0x7, "R/W", 3),                                                     # WP=0 never helps CPL 3
+    (dict(access="fetch"), 0x11, "XD", 8),
+    (dict(access="fetch", cpl=3, page_xd=False, efer_nxe=False, cr4_smep=False),
+     0x5, "U/S", 10),                                                    # no I/D without NX/SMEP
+    (dict(page_user=True, cpl=3, cr4_pke=True, pkru_ad=True), 0x25, "PK", 2),
+    (dict(page_user=True, cpl=3, cr4_pke=True, pkru_wd=True, access="write"), 0x27, "PK", 3),
+    (dict(page_user=True, cpl=3, cr4_pke=True, pkru_wd=True), None, None, 2),   # WD: reads ok
+    (dict(cr4_pke=True, pkru_ad=True), None, None, 0),                  # keys: user pages only
+]
+
+
+@pytest.mark.parametrize("controls,code,rule,index", CASES)
+def test_permission_cases(controls, code, rule, index):
+    r = _perm(**controls)
+    if code is None:
+        assert r.walk.ok and r.table_fault == 0 and r.table_error_code is None
+    else:
+        assert r.walk.fault.error_code == code
+        assert r.walk.fault.reason.startswith(rule)
+        assert r.table_error_code == code
+    assert r.index == index
+    assert r.agree is True
+    text = pv.render(r).text
+    assert "✔ the table verdict equals the walker's verdict" in text
+    rows = _rows(pv.permissions_table(r.permissions, r.index, r.pte_access).text())
+    used = [row for row in rows if row[-1] == pv.USED_ROW]
+    assert len(used) == 1 and used[0][0] == str(index)
+    # the marked cell: permissions[] alone says FAULT unless the fault is a PK fault
+    word = "FAULT" if code and not code & 0x20 else "ok"
+    assert used[0][3 + r.pte_access] == f"{pv.USED_COL}{word}{pv.USED_COL}"
+
+
+def test_rsvd_fault_skips_the_tables():
+    # EFER.NXE=0 makes bit 63 (XD) reserved: #PF P|RSVD = 0x9, before any permission check.
+    r = _perm(efer_nxe=False, page_xd=True)
+    assert r.walk.fault.error_code == 0x9
+    assert r.table_fault is None and r.index is None and r.agree is None
+    text = pv.render(r).text
+    assert "not consulted" in text and pv.USED_ROW not in text
+
+
+def test_permission_bytes_by_hand():
+    # WP, NX, SMEP, SMAP on (the default state).  Bit a of a byte = ACC value a faults.
+    perms = _perm().permissions
+    assert perms[0] == 0xF0       # sup read: SMAP faults every U page (ACC 4..7)
+    assert perms[2] == 0x0F       # user read: every supervisor page (ACC 0..3)
+    assert perms[4] == 0x00       # sup read with AC: nothing
+    # sup write: not-W pages (0,1,4,5) | SMAP on U pages (4..7) = 0b11110011
+    assert perms[1] == 0xF3
+    # sup fetch: not-X pages (0,2,4,6) | SMEP on U pages (4..7) = 0b11110101
+    assert perms[8] == 0xF5
+    rows = _rows(pv.permissions_table(perms).text())
+    assert rows[0][:3] == ["0", "sup read", "0xf0"]
+    assert rows[0][3:11] == ["ok"] * 4 + ["FAULT"] * 4
+
+
+def test_table_and_walker_agree_on_a_seeded_sample():
+    rng = random.Random(2024)
+    names = ("cr0_wp", "cr4_smep", "cr4_smap", "cr4_pke", "efer_nxe", "pkru_ad", "pkru_wd",
+             "rflags_ac", "page_user", "page_writable", "page_xd")
+    for _ in range(300):
+        kw = {n: rng.random() < 0.5 for n in names}
+        kw.update(access=rng.choice(("read", "write", "fetch")), cpl=rng.randrange(4),
+                  pkey=rng.randrange(16))
+        r = _perm(**kw)
+        assert r.agree is not False, kw
+
+
+def test_perm_state_refuses_bad_input():
+    with pytest.raises(ValueError, match="0..3"):
+        pv.PermState(cpl=4)
+    with pytest.raises(TypeError, match="bool"):
+        pv.PermState(cr0_wp=1)
+    with pytest.raises(ValueError, match="access"):
+        pv.PermState(access="exec")
+    with pytest.raises(ValueError, match="unknown control"):
+        pv.PermState().replace(cr4_la57=True)
+    with pytest.raises(TypeError):
+        pv.render("not a result")
+
+
+# ---------------------------------------------------------------------------
+# Widgets, headless
+# ---------------------------------------------------------------------------
+
+def test_walk_explorer_headless():
+    from mmu.widgets_walk import WalkExplorer
+    w = WalkExplorer()
+    w.set(mode="PAE", gva="0xd00010", access="write")
+    assert w.result.ok and w.result.gpa == 0x0040_0010          # kernel data at GPA 0x400000
+    assert 'class="mmu-view walk-view"' in w.html.value and "<svg" in w.html.value
+    assert "PDPTE index" in w.text
+    w.set(gva="zz")
+    assert w.result is None and "not a number" in w.text
+    with pytest.raises(ValueError, match="unknown control"):
+        w.set(colour="red")
+
+
+def test_permission_lab_headless():
+    from mmu.widgets_walk import PermissionLab
+    lab = PermissionLab()
+    lab.set(page_user=True)
+    assert lab.result.walk.fault.reason.startswith("SMAP")
+    assert pv.USED_ROW in lab.html.value and 'class="mmu-view perm-view"' in lab.html.value
+    lab.set(rflags_ac=True)
+    assert lab.result.walk.ok and lab.result.index == 4
