@@ -72,10 +72,12 @@ PT64_ENT_PER_PAGE = 512
 _ADDR_MASK = ((1 << MAX_PHYS_BITS) - 1) & ~(PAGE_SIZE - 1)
 #: Bits 31:12 of a 4-byte entry / of a 32-bit CR3.
 _ADDR_MASK_32 = 0xFFFF_F000
-_NONLEAF_SPTE = int(PTE.P | PTE.RW | PTE.US | PTE.A)
+# Plain ints on the hot path: IntFlag arithmetic builds enum members (slow in Python).
+_P, _RW, _US, _A, _D, _XD = (int(f) for f in (PTE.P, PTE.RW, PTE.US, PTE.A, PTE.D, PTE.XD))
+_NONLEAF_SPTE = _P | _RW | _US | _A
 #: Guest-entry bits that decide what a leaf SPTE may be (A/D are KVM's own business:
 #: FNAME(update_accessed_dirty_bits) writes them without write-tracking).
-_GPTE_AD = int(PTE.A | PTE.D)
+_GPTE_AD = _A | _D
 #: How many consecutive emulated writes to one SP before it is zapped (detect_write_flooding).
 WRITE_FLOODING_LIMIT = 3
 
@@ -104,10 +106,10 @@ def shadow_index(gva: int, level: int) -> int:
 
 def spte_access(spte: int) -> int:
     """ACC_* bits a leaf SPTE grants (the inverse of ``make_spte``'s permission bits)."""
-    acc = 0 if spte & PTE.XD else ACC_EXEC_MASK
-    if spte & PTE.RW:
+    acc = 0 if spte & _XD else ACC_EXEC_MASK
+    if spte & _RW:
         acc |= ACC_WRITE_MASK
-    if spte & PTE.US:
+    if spte & _US:
         acc |= ACC_USER_MASK
     return acc
 
@@ -370,8 +372,8 @@ class ShadowMMU:
         n = 0
         for sp, idx in self.rmap.get(gfn, ()):
             spte = sp.spt[idx]
-            if spte & PTE.RW:
-                sp.spt[idx] = spte & ~int(PTE.RW | PTE.D)
+            if spte & _RW:
+                sp.spt[idx] = spte & ~(_RW | _D)
                 n += 1
         self.stats["sptes_write_protected"] += n
         return n
@@ -459,7 +461,7 @@ class ShadowMMU:
         created = reused = 0
         for i in range(4):
             if glevel == 3:
-                if not pdptrs[i] & PTE.P:
+                if not pdptrs[i] & _P:
                     sps.append(None)
                     continue
                 gfn, quadrant = (pdptrs[i] & _ADDR_MASK) >> PAGE_SHIFT, 0
@@ -611,7 +613,7 @@ class ShadowMMU:
         gva = gva & 0xFFFF_FFFF if cpu_role.base.level < 4 else gva
         leaf = w.trace[-1]
         pte_access = w.access_bits
-        if access != "write" and not leaf.entry & PTE.D:
+        if access != "write" and not leaf.entry & _D:
             pte_access &= ~ACC_WRITE_MASK                       # protect_clean_gpte
         trick = False
         if access == "write" and not pte_access & ACC_WRITE_MASK and cpl < 3 \
@@ -674,16 +676,15 @@ class ShadowMMU:
         old = sp.spt.get(idx)
         if old is not None:
             self._drop_spte(sp, idx)
-        spte = (gfn_to_pfn(gfn) << PAGE_SHIFT) | int(PTE.P | PTE.A)
+        spte = (gfn_to_pfn(gfn) << PAGE_SHIFT) | _P | _A
         if pte_access & ACC_WRITE_MASK:
-            spte |= PTE.RW
+            spte |= _RW
             if access == "write":
-                spte |= PTE.D
+                spte |= _D
         if pte_access & ACC_USER_MASK:
-            spte |= PTE.US
+            spte |= _US
         if not pte_access & ACC_EXEC_MASK:
-            spte |= PTE.XD
-        spte = int(spte)
+            spte |= _XD
         sp.spt[idx] = spte
         self.rmap.setdefault(gfn, set()).add((sp, idx))
         if gpte is not None and sp.has_gptes:
