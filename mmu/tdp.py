@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .bits import EPT, EPT_MEMTYPE_WB, MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, check_access, \
-    check_int
+from .bits import MAX_PHYS_BITS, PAGE_SIZE, check_access, check_int
 from .memory import GuestMemory
 from .pagetable import EptBuilder, PageTableBuilder
 from .regs import PagingMode, Regs
@@ -252,6 +251,15 @@ class TdpMMU:
         new = len(root.builder.tables) - before
         self.stats["pages_allocated"] += new
         return TdpMapOutcome(gpa, gpa_to_hpa(gpa), new, False)
+
+    def two_d_walk(self, guest_mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int,
+                   root: TdpRoot, *, set_ad: bool = True) -> "TwoDWalkResult":
+        """:func:`two_d_walk` through ``root``'s tables (EPTP or nCR3 and levels from it)."""
+        if not isinstance(root, TdpRoot):
+            raise TypeError(f"root must be a TdpRoot, not {type(root).__name__}")
+        return two_d_walk(guest_mem, regs, gva, access, cpl, self.mem, root.pointer, root.vendor,
+                          levels=None if root.vendor == "intel" else root.role.level,
+                          set_ad=set_ad)
 
     def prefault(self, root: TdpRoot, gpa: int, size: int) -> int:
         """``map`` every 4 KiB page of ``[gpa, gpa+size)``; returns table pages allocated."""

@@ -177,6 +177,12 @@ def test_2d_walk_reference_counts(mode, tdp_level, vendor, expected):
     assert res.gpa == g.gpa == 0x7_0345 and res.hpa == 0x7_0345 + HOST_RAM_BASE
 
 
+def test_2d_walk_method_uses_the_roots_format():
+    mem, b, tdp, r = guest_on_tdp("4-level", tdp_level=5, vendor="amd")
+    res = tdp.two_d_walk(mem, b.regs(), 0x40_2345, "read", 0, r)
+    assert res.ok and len(res.refs) == 29 and res.hpa == 0x7_0345 + HOST_RAM_BASE
+
+
 def test_2d_walk_paging_off_is_one_tdp_walk():
     tdp = TdpMMU()
     r, _ = tdp.get_root(role())
