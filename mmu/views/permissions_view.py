@@ -35,7 +35,7 @@ from ..walker import WalkResult, walk
 from .common import Table, View, bullet_html, bullet_text, esc, wrap_html
 from .walk_view import ACCESS_LABELS, acc_label, error_code_table, flag_names, outcome_line
 
-__all__ = ["PermState", "PermResult", "evaluate", "permissions_table", "render",
+__all__ = ["PermState", "PermResult", "evaluate", "permissions_table", "render", "sweep",
            "PAGE_GVA", "PAGE_GPA", "USED_ROW", "USED_COL"]
 
 #: Where the one page lives.
@@ -242,3 +242,23 @@ def render(result: PermResult) -> View:
     return View("\n\n".join(parts_t),
                 wrap_html('<div class="perm-outcome">' + "".join(parts_h) + "</div>",
                           "perm-view"))
+
+
+def sweep(n: int = 500, seed: int = 0) -> dict[str, int]:
+    """Evaluate ``n`` random control settings (``random.Random(seed)``) and count how often
+    the walker and KVM's tables agree, disagree, or the tables were not consulted (a
+    reserved-bit fault came first).  For the chapter's "same verdict" section."""
+    import random
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
+        raise ValueError(f"n={n!r} is out of range: allowed 1..100000")
+    rng = random.Random(seed)
+    counts = {"cases": 0, "agree": 0, "differ": 0, "not consulted": 0, "faults": 0}
+    for _ in range(n):
+        kw = {name: rng.random() < 0.5 for name in _BOOLS}
+        kw.update(access=rng.choice(tuple(ACCESS_LABELS)), cpl=rng.randrange(4),
+                  pkey=rng.randrange(16))
+        r = evaluate(PermState(**kw))
+        counts["cases"] += 1
+        counts["faults"] += not r.walk.ok
+        counts[{True: "agree", False: "differ", None: "not consulted"}[r.agree]] += 1
+    return counts

@@ -32,7 +32,8 @@ from .common import Table, View, esc, wrap_html
 
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
            "gva_split", "error_code_table", "outcome_line", "walk_table", "render_walk",
-           "walk_svg", "AddressMap", "address_map", "render_address_map", "plot_address_map"]
+           "walk_svg", "AddressMap", "address_map", "render_address_map", "plot_address_map",
+           "Regimes", "three_regimes", "render_regimes"]
 
 #: Paging modes the chapter offers, by the names :func:`mmu.make_regs` takes.
 MODES = ("32-bit", "PAE", "4-level", "5-level")
@@ -462,3 +463,99 @@ def _spans(yes: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate(([False], yes.astype(bool), [False]))
     d = np.diff(padded.astype(np.int8))
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+# ---------------------------------------------------------------------------
+# One GVA, three regimes (chapter 0)
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Regimes:
+    """What :func:`three_regimes` found: the guest walk, the shadow MMU, the TDP MMU."""
+
+    gva: int
+    guest: WalkResult
+    shadow_hpa: int | None
+    shadow_refs: int | None   # entries the hardware reads walking KVM's shadow tables
+    shadow_pages: int         # shadow pages KVM built for this one access
+    shadow_exits: int         # guest #PFs KVM intercepted (one per page_fault call)
+    tdp_hpa: int | None
+    tdp_refs: int             # entries read by the last 2D walk (guest + EPT)
+    tdp_pages: int            # EPT table pages KVM built
+    tdp_exits: int            # EPT violations KVM handled
+
+
+#: Bound on the fault-and-retry loops below (a real vCPU retries forever; a book must not).
+_MAX_RETRIES = 16
+
+
+def three_regimes(mode: str | PagingMode = "4-level", gva: int = 0x00C0_1234,
+                  access: str = "read", cpl: int = 0) -> Regimes:
+    """Translate one GVA of the chapter guest the three ways KVM can run it.
+
+    * guest walk (:func:`mmu.walker.walk`): GVA -> GPA, the guest's own tables;
+    * shadow paging (:class:`mmu.shadow.ShadowMMU`): the guest's access faults into KVM
+      (``FNAME(page_fault)``), which walks the guest tables and builds shadow pages
+      GVA -> HPA; the hardware then walks only KVM's tables;
+    * TDP (:class:`mmu.tdp.TdpMMU`, Intel EPT): the hardware does the 2D walk
+      (:func:`mmu.tdp.two_d_walk`); every EPT violation on the way is one exit to KVM,
+      which maps that GPA (``kvm_tdp_mmu_map``) and lets the guest retry.
+
+    Each regime starts from empty KVM state; guest memory is copied, so nothing leaks
+    between them.
+    """
+    from ..roles import cpu_role, shadow_root_role, tdp_root_role
+    from ..shadow import ShadowMMU
+    from ..tdp import TdpMMU, two_d_walk
+    from ..walker import walk
+    check_access(access)
+    g = demo_guest(mode)
+    role = cpu_role(g.regs)
+    guest = walk(g.mem.copy(), g.regs, gva, access, cpl, set_ad=False)
+
+    sm = ShadowMMU(g.mem.copy())
+    root, _, _ = sm.alloc_shadow_roots(role, shadow_root_role(role), g.regs.cr3)
+    exits = 0
+    t = sm.translate(root, gva)
+    while t is None and exits < _MAX_RETRIES:
+        exits += 1
+        if not sm.page_fault(root, g.regs, role, gva, access, cpl).ok:
+            break                                   # the guest's own fault: injected
+        t = sm.translate(root, gva)
+    shadow = (t.hpa if t else None, len(t.path) if t else None, sm.stats["sps_created"], exits)
+
+    tdp = TdpMMU(vendor="intel")
+    troot, _ = tdp.get_root(tdp_root_role(role))
+    gmem = g.mem.copy()
+    texits = 0
+    r = two_d_walk(gmem, g.regs, gva, access, cpl, tdp.mem, troot.pointer, set_ad=False)
+    while r.tdp_fault and texits < _MAX_RETRIES:
+        texits += 1
+        tdp.map(troot, r.fault_gpa)
+        r = two_d_walk(gmem, g.regs, gva, access, cpl, tdp.mem, troot.pointer, set_ad=False)
+    return Regimes(gva, guest, *shadow, r.hpa, len(r.refs),
+                   tdp.stats["pages_allocated"], texits)
+
+
+def render_regimes(rg: Regimes) -> View:
+    """The three regimes side by side, one row each."""
+    def hexor(v: int | None) -> str:
+        return f"{v:#x}" if v is not None else "✘ none (guest fault)"
+    g = rg.guest
+    rows = (
+        ("guest walk", "the guest", "GVA -> GPA", hexor(g.gpa), str(len(g.trace)), "-"),
+        ("shadow paging", "KVM (shadow pages)", "GVA -> HPA", hexor(rg.shadow_hpa),
+         "-" if rg.shadow_refs is None else str(rg.shadow_refs),
+         f"{rg.shadow_exits} #PF exit(s), {rg.shadow_pages} shadow page(s) built"),
+        ("TDP (EPT)", "guest + KVM (EPT)", "GVA -> GPA -> HPA", hexor(rg.tdp_hpa),
+         str(rg.tdp_refs),
+         f"{rg.tdp_exits} EPT violation exit(s), {rg.tdp_pages} EPT page(s) built"),
+    )
+    mode = g.mode.label if g.mode is not None else "?"
+    t = Table(f"GVA {rg.gva:#x} of the chapter guest ({mode} paging) in the three regimes",
+              ("regime", "tables built by", "translation", "result", "entries the "
+               "hardware reads", "KVM's work, first access"), rows)
+    note = ("HPA = GPA + 2**51 in this model (guest RAM sits at a fixed host offset), so the "
+            "shadow and TDP results must agree.")
+    return View(t.text() + "\n" + note, wrap_html(t.html() + f"<p>{esc(note)}</p>",
+                                                 "regimes-view"))
