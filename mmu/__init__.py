@@ -39,6 +39,8 @@ _LAZY = {
     "permission_fault": "permissions", "guest_rsvd_masks": "permissions",
     "reset_guest_paging_metadata": "permissions", "GuestMetadata": "permissions",
     "render_permissions_table": "permissions",
+    "ShadowMMU": "shadow", "ShadowPage": "shadow", "Root": "shadow",
+    "TdpMMU": "tdp", "TdpRoot": "tdp", "two_d_walk": "tdp",
     "VCpu": "vcpu",
 }
 __all__ += list(_LAZY)
