@@ -13,7 +13,9 @@ Three MMU set-ups, as in the published benchmarks (facts §9):
 
 * ``"tdp"``    -- EPT/NPT with the TDP MMU (``tdp_mmu=1``): roots come from
   :class:`mmu.tdp.TdpMMU`, looked up by role, freed on the last put unless the era
-  preserves them (edbdb43fc96b);
+  preserves them (edbdb43fc96b).  With a single vCPU the last put is every unload; vCPUs
+  made with :meth:`VCpu.sibling` share the VM and hold references of their own, which is
+  what keeps a root alive in a multi-vCPU guest;
 * ``"legacy"`` -- EPT/NPT with ``tdp_mmu=0``: direct roots are shadow pages in the
   per-VM hash of :class:`mmu.shadow.ShadowMMU` and survive an unload;
 * ``"shadow"`` -- no EPT/NPT: shadow paging, every CR3 load exits.
