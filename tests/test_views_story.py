@@ -1,0 +1,168 @@
+"""Views and widgets of chapters 6-9: the reviewer's walkthrough (series), nesting, the
+root-cache timeline and the CR0.WP story.
+
+Expected values are worked out by hand from the fact sheet (bit positions §1.1/§1.2, the
+builders §2.2/§2.3, the merged list §0.3), not copied from the code's output.
+"""
+from __future__ import annotations
+
+import pytest
+
+from mmu.legacy import NfcReport, NfcRow
+from mmu.series import FOLLOW_UPS, NAME_CHANGES, NAMING_DEBATE, PATCHES, patch
+from mmu.views import series_view as sv
+
+# Page-role bits (facts §1.1), to spell expected words by hand.
+LEVEL4, LEVEL5, DIRECT, ACC_ALL = 4, 5, 1 << 7, 7 << 8
+EFER_NX, CR0_WP, GUEST_MODE, PASSTHROUGH, SMM = 1 << 12, 1 << 13, 1 << 17, 1 << 18, 1 << 24
+
+
+# ---- series data ------------------------------------------------------------------------
+
+#: facts §0.3, "Mainline hashes (from [LINUS-0527]), in order".
+MERGED = ("daed87b8767c 82ffa13f7933 39e7e2bf321a 25cc05652cd6 6819af7597d8 b89805082adf "
+          "e5ed0fb01004 60f3cb60a59d ec283cb1dcb9 19b5dcc3be2e 2ba676774dfc f417e1459a12 "
+          "362505deb8e2 7a458f0e1ba1 7a7ae8292391 faf729621c96 56b321f9e332 a7f1de9b6066 "
+          "a972e29c1d6c 4d25502aa12e 347a0d0ded16").split()
+
+
+def test_patches_are_the_merged_series_in_order():
+    assert [p.hash for p in PATCHES] == MERGED
+    assert [p.order for p in PATCHES + FOLLOW_UPS] == list(range(1, 24))
+    assert [p.hash for p in FOLLOW_UPS] == ["767d8d8d503f", "84e5ffd045f3"]
+    assert {p.author for p in PATCHES} == {"Paolo Bonzini", "Sean Christopherson"}
+    assert patch("6819af7").author == "Sean Christopherson"
+    # v3's "remove valid from extended role" was not merged (facts §0.3)
+    assert not any("remove valid" in p.subject for p in PATCHES)
+    # the deliberate role changes are exactly the two the fact sheet names
+    assert [p.hash for p in PATCHES if p.kind == "deliberate"] == ["2ba676774dfc",
+                                                                   "362505deb8e2"]
+
+
+def test_patch_lookup_refuses_bad_keys():
+    assert patch(11).hash == "2ba676774dfc" and patch("2BA6767").order == 11
+    with pytest.raises(ValueError, match="too short"):
+        patch("2ba6")
+    with pytest.raises(ValueError, match="out of range"):
+        patch(24)
+    with pytest.raises(ValueError, match="matches 0"):
+        patch("fffffff")
+    with pytest.raises(TypeError):
+        patch(True)
+
+
+def test_every_demo_key_exists_and_refactors_show_nothing():
+    for p in PATCHES + FOLLOW_UPS:
+        d = sv.demo(p)
+        if p.demo is None:
+            assert not d.visible and d.verdict.startswith("= same")
+        else:
+            assert p.demo in sv.DEMOS
+
+
+def test_naming_debate_cites_dated_messages():
+    dates = [m.date for m in NAMING_DEBATE]
+    assert dates == sorted(dates)
+    assert ("2022-03-08", "Sean Christopherson") in [(m.date, m.author) for m in NAMING_DEBATE]
+    text = sv.render_naming().text
+    for m in NAMING_DEBATE:
+        assert m.message_id in text
+    olds = {n.old: n.new for n in NAME_CHANGES}
+    assert olds["root_level"] == "cpu_role.base.level"
+    assert olds["shadow_root_level"] == "root_role.level"
+    assert olds["direct_map"] == "root_role.direct"
+
+
+# ---- demos against hand-computed words ---------------------------------------------------
+
+def test_tdp_role_demo_words():
+    s = sv.SeriesState(mode="4-level", wp=False, nx=True, tdp=True)
+    d = sv.demo("2ba676774dfc", s)
+    before = LEVEL4 | DIRECT | ACC_ALL | EFER_NX                  # 5.18: guest WP=0 copied
+    after = before | CR0_WP                                       # 5.19: constant 1
+    assert f"= {before:#010x}" in sv.render_patch(d, "before").text
+    assert f"= {after:#010x}" in sv.render_patch(d, "after").text
+    assert d.visible and "in 5.18: yes, in 5.19: no" in d.verdict
+
+
+def test_shadow_nx_demo_words():
+    s = sv.SeriesState(mode="4-level", wp=True, nx=False, tdp=False)
+    d = sv.demo("362505deb8e2", s)
+    assert f"= {LEVEL4 | ACC_ALL | CR0_WP:#010x}" in sv.render_patch(d, "before").text
+    assert f"= {LEVEL4 | ACC_ALL | CR0_WP | EFER_NX:#010x}" in sv.render_patch(d, "after").text
+    assert d.visible
+    # with paging on and NX=1 the two eras agree
+    assert not sv.demo("362505deb8e2", s.replace(nx=True)).visible
+
+
+def test_ext_layout_demo_words():
+    d = sv.demo("faf729621c96", sv.SeriesState(mode="4-level"))
+    # 5.18: valid(0) cr0_pg(2) cr4_pae(3) cr4_pse(4) efer_lma(9); 5.19: valid pse(2) lma(7)
+    old, new = 1 | 4 | 8 | 16 | 512, 1 | 4 | 128
+    assert f"({old:#010x} -> {new:#010x})" in d.verdict
+    assert not sv.demo("faf729621c96", sv.SeriesState(mode="none")).visible
+
+
+def test_passthrough_and_ept_smm_demos():
+    d = sv.demo("84e5ffd045f3", sv.SeriesState(mode="4-level", tdp_level=5))
+    base = LEVEL5 | ACC_ALL | EFER_NX | GUEST_MODE      # NPT regs: CR0 = PG only -> cr0_wp 0
+    assert f"= {base:#010x}" in sv.render_patch(d, "before").text
+    assert f"= {base | PASSTHROUGH:#010x}" in sv.render_patch(d, "after").text
+    e = sv.demo("daed87b8767c", sv.SeriesState())
+    assert not e.visible and f"{LEVEL4 | ACC_ALL | GUEST_MODE:#010x}" in e.verdict
+    e = sv.demo("daed87b8767c", sv.SeriesState(smm=True))
+    assert e.visible and "WARN_ON_ONCE" in sv.render_patch(e, "after").text
+    assert f"{LEVEL4 | ACC_ALL | GUEST_MODE | SMM:#010x}" in sv.render_patch(e, "before").text
+
+
+def test_side_fields_equal_their_replacements_in_every_mode():
+    for mode in sv.MODES:
+        for tdp in (True, False):
+            s = sv.SeriesState(mode=mode, tdp=tdp)
+            for key in ("a972e29c1d6c", "4d25502aa12e", "347a0d0ded16", "ec283cb1dcb9"):
+                assert not sv.demo(key, s).visible, (key, mode, tdp)
+    # the guest level of each mode, by hand: none 0, 32-bit 2, PAE 3, 4-level 4, 5-level 5
+    for mode, level in zip(sv.MODES, (0, 2, 3, 4, 5)):
+        d = sv.demo("4d25502aa12e", sv.SeriesState(mode=mode))
+        assert f"cpu_role.base.level = {level} " in d.after.lines[0]
+
+
+def test_series_state_refuses_bad_values():
+    with pytest.raises(ValueError, match="allowed"):
+        sv.SeriesState(mode="6-level")
+    with pytest.raises(TypeError):
+        sv.SeriesState(wp=1)
+    with pytest.raises(ValueError, match="guest mode"):
+        sv.SeriesState(smm=True, guest_mode=True)
+    with pytest.raises(ValueError):
+        sv.SeriesState(tdp_level=3)
+    with pytest.raises(ValueError, match="side"):
+        sv.demo(1).side("middle")
+    with pytest.raises(TypeError):
+        sv.render_patch("not a demo")
+
+
+def test_nfc_view_flags_unexplained_changes():
+    rows = (NfcRow("a", 10, 0, "", "No functional change."),
+            NfcRow("b", 5, 5, "x vs y", "Deliberate (abc): on purpose."),
+            NfcRow("c", 9, 1, "p vs q", "Nobody knows."))
+    v = sv.render_nfc(NfcReport(rows, 896, ("TDP",)))
+    lines = {line.split()[0]: line for line in v.text.splitlines()[3:6]}
+    assert lines["a"].endswith("✔ same (no functional change)")
+    assert lines["b"].endswith("▲ changed on purpose")
+    assert lines["c"].endswith("✘ CHANGED (unexplained)")
+    assert 'class="changed"' in v.html
+    with pytest.raises(TypeError):
+        sv.render_nfc(rows)
+
+
+def test_series_widget_headless():
+    from mmu.widgets_story import SeriesWalkthrough
+    w = SeriesWalkthrough(patch="2ba676774dfc", side="before", wp=False)
+    assert f"= {LEVEL4 | DIRECT | ACC_ALL | EFER_NX:#010x}" in w.text
+    w.set(side="after")
+    assert 'data-side="after"' in w.html.value and w.result.visible
+    w.set(patch="82ffa13f7933")
+    assert "no model-visible change" in w.text
+    with pytest.raises(ValueError, match="unknown control"):
+        w.set(colour="red")
