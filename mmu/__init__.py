@@ -41,7 +41,9 @@ _LAZY = {
     "render_permissions_table": "permissions",
     "ShadowMMU": "shadow", "ShadowPage": "shadow", "Root": "shadow",
     "TdpMMU": "tdp", "TdpRoot": "tdp", "two_d_walk": "tdp",
-    "VCpu": "vcpu",
+    "VCpu": "vcpu", "Vm": "vcpu",
+    "Era": "eras", "era": "eras",
+    "RootCache": "root_cache", "RootInfo": "root_cache",
 }
 __all__ += list(_LAZY)
 

@@ -686,6 +686,21 @@ class VCpu:
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
 
+    def kvm_smm_changed(self, smm: bool) -> WriteResult:
+        """``kvm_smm_changed``: is_smm() flips and the MMU context is reset (a
+        ``kvm_mmu_reset_context`` caller, facts §3.2).  Unlike :meth:`enter_smm` this
+        does not load the SMM register state (paging off), so a view can show the
+        role's smm bit changing alone, as the role explorer does."""
+        if not isinstance(smm, bool):
+            raise TypeError(f"smm must be a bool, not {type(smm).__name__}")
+        mark = self._begin()
+        self._exit("SMI" if smm else "RSM")
+        self.smm = smm
+        self._event("kvm_smm_changed", f"smm={int(smm)}")
+        self.kvm_mmu_reset_context()
+        self.kvm_mmu_reload()
+        return self._result(mark, exited=True)
+
     def nested_enter(self, l2_cr0: int | None = None, l2_cr3: int | None = None,
                      l2_cr4: int | None = None, l2_efer: int | None = None) -> WriteResult:
         """VMLAUNCH/VMRUN of an L2 guest, minimal: L1's registers are saved, L2's loaded,

@@ -232,3 +232,21 @@ def test_event_cap():
     v = VCpu(kernel="6.1", mmu="shadow", max_events=5)
     v.boot_long_mode()
     assert len(v.events) == 5 and v.stats["events_dropped"] > 0
+
+
+@pytest.mark.parametrize("kind", ("tdp", "shadow"))
+def test_kvm_smm_changed_flips_only_the_smm_bit(kind):
+    # kvm_smm_changed is a kvm_mmu_reset_context caller (§3.2); role.smm is bits 24-31 of
+    # the page role (§1.1), so the cpu role's base word gains exactly 1 << 24.
+    v = VCpu(kernel="6.4", mmu=kind)
+    v.boot_long_mode(cr3=0x5000)
+    before_base, regs = v.cpu_role.base.word, v.regs
+    resets = v.stats["mmu_resets"]
+    r = v.kvm_smm_changed(True)
+    assert r.ok and v.regs == regs
+    assert v.cpu_role.base.word == before_base | (1 << 24) and v.root_role.smm == 1
+    assert v.stats["mmu_resets"] == resets + 1
+    v.kvm_smm_changed(False)
+    assert v.cpu_role.base.word == before_base and v.stats["mmu_resets"] == resets + 2
+    with pytest.raises(TypeError):
+        v.kvm_smm_changed(1)

@@ -185,15 +185,9 @@ def _booted(state: ExplorerState):
 
 
 def _set_smm(v, smm: bool) -> None:
-    """``kvm_smm_changed``: is_smm() flips and the MMU context is reset (facts §3.2: SMM
-    entry/exit is a ``kvm_mmu_reset_context`` caller).  Simplification: the register state
-    an SMI loads (paging off) is not applied, so the explorer can show the smm bit alone."""
-    v.step += 1
-    v._exit("SMI" if smm else "RSM")
-    v.smm = smm
-    v._event("kvm_smm_changed", f"smm={int(smm)}")
-    v.kvm_mmu_reset_context()
-    v.kvm_mmu_reload()
+    """Flip is_smm() alone (``VCpu.kvm_smm_changed``); the register state an SMI
+    loads (paging off) is not applied, so the explorer can show the smm bit alone."""
+    v.kvm_smm_changed(smm)
 
 
 def _writes(old: Regs, new: Regs) -> list[tuple[str, int]]:
