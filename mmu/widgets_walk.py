@@ -15,7 +15,7 @@ import ipywidgets as W
 
 from .views.common import View
 
-__all__ = ["ViewWidget", "WalkExplorer", "PermissionLab"]
+__all__ = ["ViewWidget", "WalkExplorer", "PermissionLab", "ShadowExplorer", "TwoDWalkExplorer"]
 
 
 class ViewWidget:
@@ -118,11 +118,8 @@ class WalkExplorer(ViewWidget):
     def _run(self, v: dict) -> tuple[Any, View]:
         from .walker import walk
         wv = self._wv
-        try:
-            gva = int(str(v["gva"]).strip().replace("_", ""), 0)
-            if not 0 <= gva < 1 << 64:
-                raise ValueError
-        except ValueError:
+        gva = _parse_gva(v["gva"])
+        if gva is None:
             msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
             return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
         g = self.guest(v["mode"])
@@ -157,3 +154,59 @@ class PermissionLab(ViewWidget):
     def _run(self, v: dict) -> tuple[Any, View]:
         r = self._pv.evaluate(self._pv.PermState(**v))
         return r, self._pv.render(r)
+
+
+class ShadowExplorer(ViewWidget):
+    """Chapter 3: the chapter guest under shadow paging after it touched four pages; choose
+    the guest's paging mode and CR0.WP and see the shadow pages, their (gfn, role) keys and,
+    for 32-bit and PAE guests, the PAE root."""
+
+    css_class = "shadow-explorer"
+
+    def __init__(self, mode: str = "4-level", cr0_wp: bool = True):
+        from .views import shadow_view as sv
+        from .views.walk_view import MODES
+        self._sv = sv
+        controls = {"mode": _drop("guest paging mode", MODES, mode),
+                    "cr0_wp": _check("CR0.WP", cr0_wp)}
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        st = self._sv.shadow_state(v["mode"], v["cr0_wp"])
+        return st, self._sv.render_state(st)
+
+
+class TwoDWalkExplorer(ViewWidget):
+    """Chapter 4: the 2D walk of one GVA of the chapter guest as a grid of references."""
+
+    css_class = "two-d-explorer"
+
+    def __init__(self, mode: str = "4-level", gva: int = 0x00C0_1234, vendor: str = "intel",
+                 tdp_level: int = 4):
+        from .views import tdp_view as tv
+        from .views.walk_view import MODES
+        self._tv = tv
+        controls = {"mode": _drop("guest paging mode", MODES, mode),
+                    "gva": W.Text(value=hex(gva), description="GVA", continuous_update=False,
+                                  layout=W.Layout(width="220px")),
+                    "vendor": _drop("vendor", (("Intel EPT", "intel"), ("AMD NPT", "amd")),
+                                    vendor),
+                    "tdp_level": _drop("TDP levels", (4, 5), tdp_level)}
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        gva = _parse_gva(v["gva"])
+        if gva is None:
+            msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
+            return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
+        g = self._tv.two_d_grid(v["mode"], gva, "read", v["vendor"], v["tdp_level"])
+        return g, self._tv.render_grid(g)
+
+
+def _parse_gva(text: str) -> int | None:
+    """A GVA typed by the reader (hex with 0x, or decimal), None if it is not one."""
+    try:
+        gva = int(str(text).strip().replace("_", ""), 0)
+    except ValueError:
+        return None
+    return gva if 0 <= gva < 1 << 64 else None

@@ -326,3 +326,131 @@ def test_permission_lab_headless():
     assert pv.USED_ROW in lab.html.value and 'class="mmu-view perm-view"' in lab.html.value
     lab.set(rflags_ac=True)
     assert lab.result.walk.ok and lab.result.index == 4
+
+
+# ---------------------------------------------------------------------------
+# Shadow paging (chapter 3).  Role words by hand (facts §1.1, §2.3): level in bits 0-3,
+# has_4_byte_gpte 0x10, quadrant << 5, access 7 << 8 = 0x700, efer_nx 0x1000 (forced to 1
+# for shadow roots), cr0_wp 0x2000, smep_andnot_wp 0x4000.
+# ---------------------------------------------------------------------------
+
+def test_shadow_state_4level_pages_and_keys():
+    from mmu.views import shadow_view as sv
+    st = sv.shadow_state("4-level")
+    keys = sorted((sp.role.level, sp.gfn, sp.role.word) for sp in st.mmu.hash.values())
+    # CR3 = 0x10000000 -> root gfn 0x10000; PDPT and PD are the next two table frames; the
+    # four touched pages use PDEs 2, 3 and 6 -> three page tables.
+    assert [k for k in keys if k[0] > 1] == [(2, 0x10002, 0x3702), (3, 0x10001, 0x3703),
+                                             (4, 0x10000, 0x3704)]
+    assert len([k for k in keys if k[0] == 1]) == 3
+    assert all(w == 0x3701 for lvl, _, w in keys if lvl == 1)
+    assert set(st.mmu.write_track) == {0x10000, 0x10001, 0x10002}     # upper levels only
+    rows = _rows(sv.pages_table(st.mmu).text())
+    assert rows[0][1:5] == ["0x10000", "0x00003704", "4", "shadows a guest table"]
+    assert rows[0][-2:] == ["root", "write-tracked"]
+
+
+def test_shadow_state_32bit_pae_root_quadrants():
+    from mmu.views import shadow_view as sv
+    st = sv.shadow_state("32-bit")
+    pae = _rows(sv.pae_root_table(st.root).text())
+    # all four entries shadow the one guest page directory (gfn of CR3), quadrant i,
+    # level 2 + 4-byte gptes: 0x3712 | i << 5
+    assert [(r[0], r[3], r[4], r[5]) for r in pae] == [
+        (str(i), "0x10000", str(i), f"{0x3712 | i << 5:#010x}") for i in range(4)]
+    assert pae[3][1] == "0xc0000000-0xffffffff"
+    assert "PAE root at host address" in sv.render_state(st).text
+    assert sv.pae_root_table(sv.shadow_state("4-level").root) is None
+
+
+@pytest.mark.parametrize("smep,write_acc", [(False, "-WX"), (True, "-W-")])
+def test_wp_trick_before_after(smep, write_acc):
+    from mmu.views import shadow_view as sv
+    t = sv.wp_trick(smep)
+    # user code page: user, read-only, executable; a read leaves U and X
+    assert wv.acc_label(t.read.access) == "U-X" and not t.read.wp_trick
+    assert t.write.wp_trick and wv.acc_label(t.write.access) == write_acc
+    assert t.write_wp1.injected.error_code == 0x3                       # P | W/R
+    assert (t.role_wp0.cr0_wp, t.role_wp1.cr0_wp) == (0, 1)
+    assert t.role_wp0.smep_andnot_wp == int(smep) and t.role_wp1.smep_andnot_wp == 0
+    text = sv.render_wp_trick(t).text
+    assert "✔ CR0.WP=0 trick" in text and "▲ changed" in text
+
+
+@pytest.mark.parametrize("mode", ["32-bit", "4-level"])
+def test_write_protect_catches_pte_write(mode):
+    from mmu.views import shadow_view as sv
+    wp = sv.write_protect(mode, new_gpa=0x0050_0000)
+    # kernel data at GVA 0xd00000 was GPA 0x400000; HPA = GPA + 2**51 in the model
+    assert wp.hpa_before == 0x40_0000 + 2**51
+    assert wp.write.trapped and wp.write.zapped_sptes == 1 and wp.hpa_after_write is None
+    assert wp.hpa_after == 0x50_0000 + 2**51
+    assert "✔ trapped" in sv.render_write_protect(wp).text
+
+
+def test_shadow_bad_input():
+    from mmu.views import shadow_view as sv
+    with pytest.raises(ValueError, match="mode"):
+        sv.shadow_state("none")
+    with pytest.raises(TypeError):
+        sv.shadow_state("4-level", cr0_wp=1)
+    with pytest.raises(ValueError, match="aligned"):
+        sv.write_protect("4-level", new_gpa=0x123)
+
+
+# ---------------------------------------------------------------------------
+# TDP (chapter 4): (n + 1)(m + 1) - 1 references for n guest levels on m TDP levels
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,vendor,tdp_level,refs", [
+    ("4-level", "intel", 4, 24), ("32-bit", "intel", 4, 14), ("5-level", "intel", 5, 35),
+    ("4-level", "amd", 5, 29), ("PAE", "amd", 4, 19)])
+def test_two_d_grid_refs(mode, vendor, tdp_level, refs):
+    from mmu.views import tdp_view as tv
+    g = tv.two_d_grid(mode, 0x00C0_1234, "read", vendor, tdp_level)
+    assert g.refs == refs and g.hpa == 0x30_1234 + 2**51
+    levels = {"32-bit": 2, "PAE": 3, "4-level": 4, "5-level": 5}[mode]
+    assert len(g.cells) == levels + 1 and len(g.col_labels) == tdp_level + 1
+    # row r: TDP refs r*(m+1)+1 .. r*(m+1)+m, then the guest entry; last row has no entry
+    m = tdp_level
+    assert g.cells[0] == tuple(range(1, m + 2))
+    assert g.cells[-1] == tuple(range(levels * (m + 1) + 1, levels * (m + 1) + m + 1)) + (0,)
+    assert g.row_labels[-1] == "final GPA 0x301234"
+
+
+def test_two_d_grid_render_and_plot():
+    from mmu.views import tdp_view as tv
+    g = tv.two_d_grid()
+    rows = _rows(tv.render_grid(g).text.split("\nOutcome")[0])
+    assert rows[-1] == ["final GPA 0x301234", "21", "22", "23", "24", "·"]
+    ax = tv.plot_grid(g).axes[0]
+    assert ax.get_title() == "2D walk, 4-level guest on 4-level EPT: 24 references"
+    assert ax.get_xlabel().startswith("entry read") and ax.get_ylabel().startswith("guest level")
+    hole = tv.two_d_grid("4-level", 0x0100_0000)         # PDE 8 not present: guest #PF
+    assert hole.refs == 3 * 5 and hole.outcome.startswith("✘ guest fault injected")
+
+
+def test_tdp_root_role_ignores_the_guest():
+    from mmu.views import tdp_view as tv
+    rows = {lab: (cpu, tdp, sh) for lab, cpu, tdp, sh in tv.role_rows()}
+    # TDP root: level 4 | direct 0x80 | access 0x700 | efer_nx 0x1000 | cr0_wp 0x2000
+    assert {tdp for lab, (_, tdp, _) in rows.items() if "SMM" not in lab} == {0x3784}
+    assert rows["4-level, in SMM"][1] == 0x0100_3784                 # smm byte at bit 24
+    assert rows["4-level, CR0.WP=0"][2] == 0x1704                    # shadow: cr0_wp goes
+    assert rows["32-bit"][2] == 0x3713 and rows["paging off"][2] == 0x1783
+    text = tv.render_roles().text
+    assert "2 distinct TDP root roles" in text and "▲ differs" in text
+
+
+def test_chapter3_4_widgets_headless():
+    from mmu.widgets_walk import ShadowExplorer, TwoDWalkExplorer
+    s = ShadowExplorer()
+    s.set(mode="32-bit")
+    assert s.result.root.pae_sps is not None and "quadrant" in s.text
+    s.set(mode="4-level", cr0_wp=False)
+    assert s.result.root_role.cr0_wp == 0 and 'class="mmu-view shadow-view"' in s.html.value
+    t = TwoDWalkExplorer()
+    t.set(mode="5-level", tdp_level=5)
+    assert t.result.refs == 35
+    t.set(gva="nope")
+    assert t.result is None and "not a number" in t.text

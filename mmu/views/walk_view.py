@@ -33,7 +33,7 @@ from .common import Table, View, esc, wrap_html
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
            "gva_split", "error_code_table", "outcome_line", "walk_table", "render_walk",
            "walk_svg", "AddressMap", "address_map", "render_address_map", "plot_address_map",
-           "Regimes", "three_regimes", "render_regimes"]
+           "Regimes", "three_regimes", "tdp_translate", "render_regimes"]
 
 #: Paging modes the chapter offers, by the names :func:`mmu.make_regs` takes.
 MODES = ("32-bit", "PAE", "4-level", "5-level")
@@ -504,9 +504,8 @@ def three_regimes(mode: str | PagingMode = "4-level", gva: int = 0x00C0_1234,
     Each regime starts from empty KVM state; guest memory is copied, so nothing leaks
     between them.
     """
-    from ..roles import cpu_role, shadow_root_role, tdp_root_role
+    from ..roles import cpu_role, shadow_root_role
     from ..shadow import ShadowMMU
-    from ..tdp import TdpMMU, two_d_walk
     from ..walker import walk
     check_access(access)
     g = demo_guest(mode)
@@ -524,17 +523,35 @@ def three_regimes(mode: str | PagingMode = "4-level", gva: int = 0x00C0_1234,
         t = sm.translate(root, gva)
     shadow = (t.hpa if t else None, len(t.path) if t else None, sm.stats["sps_created"], exits)
 
-    tdp = TdpMMU(vendor="intel")
-    troot, _ = tdp.get_root(tdp_root_role(role))
-    gmem = g.mem.copy()
-    texits = 0
-    r = two_d_walk(gmem, g.regs, gva, access, cpl, tdp.mem, troot.pointer, set_ad=False)
-    while r.tdp_fault and texits < _MAX_RETRIES:
-        texits += 1
-        tdp.map(troot, r.fault_gpa)
-        r = two_d_walk(gmem, g.regs, gva, access, cpl, tdp.mem, troot.pointer, set_ad=False)
+    r, tdp, texits = tdp_translate(g, gva, access, cpl)
     return Regimes(gva, guest, *shadow, r.hpa, len(r.refs),
                    tdp.stats["pages_allocated"], texits)
+
+
+def tdp_translate(guest: DemoGuest, gva: int, access: str = "read", cpl: int = 0,
+                  vendor: str = "intel", tdp_level: int = 4) -> tuple[Any, Any, int]:
+    """Run ``guest``'s access under a fresh :class:`mmu.tdp.TdpMMU` until the 2D walk stops
+    exiting: each EPT violation / NPT fault is one exit, fixed by ``TdpMMU.map``
+    (``kvm_tdp_mmu_map``), then the guest retries.  Returns (the last
+    :class:`~mmu.tdp.TwoDWalkResult`, the TDP MMU, the number of exits).  Guest memory is
+    copied first, and the walks set no A/D bits.
+    """
+    from ..roles import cpu_role, tdp_root_role
+    from ..tdp import TdpMMU, two_d_walk
+    check_access(access)
+    tdp = TdpMMU(vendor=vendor)
+    root, _ = tdp.get_root(tdp_root_role(cpu_role(guest.regs), tdp_level))
+    gmem = guest.mem.copy()
+    levels = None if vendor == "intel" else tdp_level
+    exits = 0
+    r = two_d_walk(gmem, guest.regs, gva, access, cpl, tdp.mem, root.pointer, vendor,
+                   levels=levels, set_ad=False)
+    while r.tdp_fault and exits < _MAX_RETRIES:
+        exits += 1
+        tdp.map(root, r.fault_gpa)
+        r = two_d_walk(gmem, guest.regs, gva, access, cpl, tdp.mem, root.pointer, vendor,
+                       levels=levels, set_ad=False)
+    return r, tdp, exits
 
 
 def render_regimes(rg: Regimes) -> View:
