@@ -180,6 +180,14 @@ class Problem:
         return "\n".join(f"{i}. {s.name} = {s.render()}: {s.worked or s.why}"
                          for i, s in enumerate(self.steps(), 1))
 
+    def solution_code(self, var: str = "answer") -> str:
+        """The teacher's solution as Python source (``var = {...}`` with one commented line
+        per step), for the solution regions of the lab notebooks."""
+        lines = [f"{var} = {{"]
+        for s in self.steps():
+            lines.append(f"    {s.name!r}: {s.render()},  # {s.worked or s.why}"[:200])
+        return "\n".join(lines + ["}"])
+
     def check(self, answer: Any) -> Verdict:
         """Compare ``answer`` with the solution step by step; stop at the first wrong one."""
         steps = self.steps()

@@ -155,6 +155,10 @@ class RoleWordProblem(Problem):
                               f"are unused in 5.19+)") from None
         return {f"{self.what}.{n}": getattr(role, n) for n, _, _ in PageRole.layout()}
 
+    def solution_code(self, var: str = "answer") -> str:
+        lines = [f"# {s.name} = {s.value}: {s.worked}"[:200] for s in self.steps()]
+        return "\n".join(lines + [f"{var} = {self.role.word:#x}"])
+
     @property
     def word(self) -> int:
         return self.role.word

@@ -140,6 +140,10 @@ class RootReuseProblem(Problem):
             return answer
         raise CheckFailed(f"✘ give a list of outcomes, one per step, each one of {OUTCOMES}")
 
+    def solution_code(self, var: str = "answer") -> str:
+        lines = [f"{var} = ["] + [f"    {s.value!r},  # {s.name}: {s.worked}" for s in self.steps()]
+        return "\n".join(lines + ["]"])
+
     def template(self) -> list:     # type: ignore[override]
         return [...] * len(self.ops)
 
