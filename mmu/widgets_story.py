@@ -15,7 +15,7 @@ import ipywidgets as W
 from .views.common import View
 from .widgets_walk import ViewWidget, _check, _drop
 
-__all__ = ["SeriesWalkthrough"]
+__all__ = ["SeriesWalkthrough", "NestedExplorer", "RootCacheTimeline"]
 
 
 class SeriesWalkthrough(ViewWidget):
@@ -53,3 +53,65 @@ class SeriesWalkthrough(ViewWidget):
                                    tdp=v["tdp"], smm=v["smm"], tdp_level=v["tdp_level"])
         d = sv.demo(v["patch"], state)
         return d, sv.render_patch(d, v["side"])
+
+
+class NestedExplorer(ViewWidget):
+    """Chapter 8: the roles of nested virtualisation -- nested NPT (L1's NPT shadowed by
+    guest_mmu), nested EPT, the nested MMU (L2's own tables) -- for a chosen L1/L2 paging
+    mode, KVM TDP level, EPT A/D and execute-only, and SMM."""
+
+    css_class = "nested-explorer"
+
+    def __init__(self, kind: str = "npt", **params: Any):
+        from .views import nested_view as nv
+        self._nv = nv
+        p = nv.NestedParams(kind=kind, **params)
+        controls = {
+            "kind": _drop("nested MMU", [(label, k) for k, label in nv.KIND_LABELS.items()],
+                          p.kind),
+            "mode": _drop("L1 NPT / L2 paging", nv.MODES, p.mode),
+            "tdp_level": _drop("L0 TDP level", (4, 5), p.tdp_level),
+            "ept_level": _drop("EPTP levels", (4, 5), p.ept_level),
+            "ad": _check("EPTP A/D", p.ad),
+            "execonly": _check("execute-only", p.execonly),
+            "smm": _check("SMM", p.smm),
+        }
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        nv = self._nv
+        res = nv.nested_roles(nv.NestedParams(**v))
+        return res, nv.render_nested(res)
+
+
+class RootCacheTimeline(ViewWidget):
+    """Chapter 6: a guest switching among N processes; the root cache after every step.
+
+    Controls: number of processes, kernel era, MMU kind, guest paging (64-bit or PAE),
+    number of CR3 switches, vendor, and a CR0.WP toggle pair every k switches (0 = none).  ``.result`` is the :class:`~mmu.views.root_cache_view.Timeline`.
+    """
+
+    css_class = "root-cache-timeline"
+
+    def __init__(self, n_procs: int = 4, kernel: str = "6.4", mmu: str = "shadow",
+                 guest: str = "64-bit", switches: int = 12, vendor: str = "intel",
+                 wp_every: int = 0):
+        from .eras import ERA_NAMES
+        from .views import root_cache_view as rv
+        from .vcpu import MMU_KINDS
+        self._rv = rv
+        controls = {
+            "n_procs": W.IntSlider(value=n_procs, min=1, max=8, description="processes"),
+            "kernel": _drop("kernel", [(f"Linux {k}", k) for k in ERA_NAMES], kernel),
+            "mmu": _drop("MMU", MMU_KINDS, mmu),
+            "guest": _drop("guest paging", rv.GUESTS, guest),
+            "switches": W.IntSlider(value=switches, min=1, max=24, description="CR3 loads"),
+            "vendor": _drop("vendor", [("Intel (EPT)", "intel"), ("AMD (NPT)", "amd")], vendor),
+            "wp_every": W.IntSlider(value=wp_every, min=0, max=8,
+                                    description="WP pair every"),
+        }
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        t = self._rv.root_cache_timeline(**v)
+        return t, self._rv.render_timeline(t)

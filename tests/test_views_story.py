@@ -166,3 +166,102 @@ def test_series_widget_headless():
     assert "no model-visible change" in w.text
     with pytest.raises(ValueError, match="unknown control"):
         w.set(colour="red")
+
+
+# ---- chapter 6: root-cache timeline -------------------------------------------------------
+
+def test_round_robin_hits_the_lru_slot():
+    from mmu.views.root_cache_view import root_cache_timeline
+    # N <= 4 processes, S switches: N-1 misses that build roots, then hits in prev_roots[N-2]
+    for n in (2, 3, 4):
+        t = root_cache_timeline(n, "6.4", "shadow", switches=9)
+        assert t.counts() == {"new-root": n - 1, "prev-hit": 9 - (n - 1)}
+        assert {s.slot for s in t.steps if s.outcome == "prev-hit"} == {n - 2}
+    # after a hit at the LRU slot of a full cache, the slots read P(k) | P(k-1) P(k-2) P(k-3)
+    t = root_cache_timeline(4, "6.4", "shadow", switches=6)
+    assert [x.split()[0] for x in t.steps[6].slots] == ["P2", "P1", "P0", "P3"]
+
+
+def test_five_processes_and_pae_never_hit():
+    from mmu.views.root_cache_view import render_timeline, root_cache_timeline
+    five = root_cache_timeline(5, "5.19", "shadow", switches=10)
+    assert five.counts() == {"new-root": 4, "hash-hit": 6}
+    pae = root_cache_timeline(3, "5.18", "shadow", guest="PAE", switches=6)
+    assert pae.counts() == {"new-root": 2, "hash-hit": 4}
+    assert all(s.slots[1:] == ("·",) * 3 for s in pae.steps)
+    text = render_timeline(five).text
+    assert "✘ cache miss, ✔ hash hit" in text and "[current | prev_roots 0 1 2]" in text
+
+
+def test_wp_pairs_empty_the_cache_per_era():
+    from mmu.views.root_cache_view import root_cache_timeline
+    def unloads(kernel, mmu, vendor="intel"):
+        t = root_cache_timeline(4, kernel, mmu, switches=4, wp_every=2, vendor=vendor)
+        return sum(s.cause == "unload" for s in t.steps), t.counts()
+    assert unloads("5.19", "tdp") == (4, {"no-exit": 4, "new-root": 4})
+    assert unloads("6.4", "tdp") == (0, {"no-exit": 8})
+    assert unloads("6.4", "tdp", "amd") == (0, {"no-exit": 4, "root-kept": 4})
+    assert unloads("6.4", "shadow")[0] == 4
+
+
+def test_timeline_refuses_bad_input_and_widget_runs():
+    from mmu.views.root_cache_view import build_guest, render_timeline, root_cache_timeline
+    from mmu.widgets_story import RootCacheTimeline
+    with pytest.raises(ValueError):
+        build_guest("32-bit", 2)
+    with pytest.raises(ValueError):
+        build_guest("PAE", 0)
+    with pytest.raises(ValueError):
+        root_cache_timeline(kernel="4.0")
+    with pytest.raises(ValueError):
+        root_cache_timeline(wp_every=-1)
+    with pytest.raises(TypeError):
+        render_timeline(None)
+    w = RootCacheTimeline(n_procs=5)
+    assert w.result.counts()["hash-hit"] == 8
+    w.set(mmu="tdp")
+    assert "– no VM exit" in w.text and 'class="root-timeline"' in w.html.value
+
+
+# ---- chapter 8: nesting ---------------------------------------------------------------------
+
+def test_nested_roles_by_hand():
+    from mmu.views.nested_view import NestedParams, nested_roles
+    npt = nested_roles(NestedParams("npt", "4-level", tdp_level=4))
+    assert npt.root_role.word == LEVEL4 | ACC_ALL | EFER_NX | GUEST_MODE
+    assert npt.cpu_role.ext.word == 1 | 4 | 128          # valid, cr4_pse, efer_lma; no PKE
+    npt5 = nested_roles(NestedParams("npt", "4-level", tdp_level=5))
+    assert npt5.root_role.word == LEVEL5 | ACC_ALL | EFER_NX | GUEST_MODE | PASSTHROUGH
+    ept = nested_roles(NestedParams("ept", ept_level=5, ad=False, execonly=True))
+    assert ept.cpu_role.as_u64 == (3 << 32) | LEVEL5 | ACC_ALL | (1 << 16) | GUEST_MODE
+    nm = nested_roles(NestedParams("nested_mmu", "32-bit"))
+    # 32-bit (non-PAE) L2: level 2 with 4-byte gptes
+    assert nm.cpu_role.base.level == 2 and nm.cpu_role.base.has_4_byte_gpte == 1
+    assert nm.root_role is None and nm.cpu_role.base.guest_mode == 1
+    for bad in (NestedParams("ept", smm=True), NestedParams("npt", "none"),
+                NestedParams("npt", "5-level", tdp_level=4)):
+        assert nested_roles(bad).refused
+
+
+def test_nested_separation_and_trace():
+    from mmu.views.nested_view import (NestedParams, render_nested, separation,
+                                       smm_guest_mode_trace)
+    words = [r.word for _, _, r in separation(5)]
+    assert len(set(words)) == 5 and words[0] == LEVEL5 | DIRECT | ACC_ALL | EFER_NX | CR0_WP
+    t = smm_guest_mode_trace("6.4", "shadow")
+    assert t.steps[1].root_role & SMM and not t.steps[2].root_role & SMM
+    assert t.steps[3].slots[0].startswith("L2") and t.steps[4].outcome == "prev-hit"
+    with pytest.raises(ValueError):
+        NestedParams("vmx")
+    with pytest.raises(TypeError):
+        NestedParams(ad=1)
+    with pytest.raises(TypeError):
+        render_nested(None)
+
+
+def test_nested_widget_headless():
+    from mmu.widgets_story import NestedExplorer
+    w = NestedExplorer(kind="ept")
+    assert f"{LEVEL4 | ACC_ALL | GUEST_MODE:#010x}" in w.text
+    w.set(kind="npt", tdp_level=5)
+    assert w.result.root_role.passthrough == 1 and 'class="mmu-view nested-view"' in w.html.value
