@@ -69,7 +69,8 @@ LABS: dict[str, dict] = {
         see=["decide whether an access is allowed from the entries' R/W, U/S and XD bits and "
              "the control registers;",
              "name the rule that refuses it (U/S, R/W, XD, SMEP, SMAP, protection keys);",
-             "build the #PF error code bit by bit, including when the I/D bit is reported."],
+             "build the page-fault (#PF) error code bit by bit, including when the I/D bit is "
+             "reported."],
         intro=("After a walk finds the page, the access rights decide.  KVM precomputes "
                "them per CPU role in `update_permission_bitmask` and `update_pkru_bitmask` "
                "and checks them in `permission_fault`; the rules are the Intel SDM's "
@@ -130,7 +131,8 @@ LABS: dict[str, dict] = {
         title="# Lab 5: Is the root reused?",
         see=["predict hits and misses of the root cache (current root + 3 `prev_roots`);",
              "see shadow pages outlive the cache in the per-VM hash;",
-             "compare what CR0.WP and CR4.SMEP toggles cost under TDP and shadow paging, on "
+             "compare what CR0.WP and CR4.SMEP toggles cost under two-dimensional paging (TDP) "
+             "and shadow paging, on "
              "Linux 5.19 and 6.4."],
         intro=("Building a root is expensive under shadow paging, so on every guest CR3 load "
                "`kvm_mmu_new_pgd` first tries `fast_pgd_switch` over a small cache; a role "
@@ -146,14 +148,16 @@ LABS: dict[str, dict] = {
         ]),
     "cr0_wp": dict(
         title="# Lab 6: The CR0.WP story",
-        see=["see why `cr0_wp` is in the shadow root role but constant in the TDP root role;",
+        see=["see why `cr0_wp` is in the shadow root role but constant in the two-dimensional "
+             "paging (TDP) root role;",
              "say what a guest's CR0.WP toggle costs on Linux 5.18 to 6.4;",
              "find the bug in a broken root-role computation and watch the hole it opens."],
         intro=("Hardened guest kernels (grsecurity) flip CR0.WP around every write to "
                "read-only kernel data.  With CR0.WP=0, shadow paging lets a kernel write to a "
                "read-only page by making the shadow PTE writable but not user (the CR0.WP=0 "
                "trick, `FNAME(page_fault)`), so shadow pages made with WP=0 must never be "
-               "used with WP=1 -- which is why the bit is in the shadow root role.  With TDP "
+               "used with WP=1 -- which is why the bit is in the shadow root role.  With "
+               "two-dimensional paging (TDP) "
                "the bit only matters to the guest's walker, and Linux 6.4 stopped unloading "
                "roots for it."),
         exercises=[
