@@ -15,7 +15,7 @@ import ipywidgets as W
 from .views.common import View
 from .widgets_walk import ViewWidget, _check, _drop
 
-__all__ = ["SeriesWalkthrough", "NestedExplorer", "RootCacheTimeline"]
+__all__ = ["SeriesWalkthrough", "NestedExplorer", "RootCacheTimeline", "Cr0WpStory"]
 
 
 class SeriesWalkthrough(ViewWidget):
@@ -115,3 +115,26 @@ class RootCacheTimeline(ViewWidget):
     def _run(self, v: dict) -> tuple[Any, View]:
         t = self._rv.root_cache_timeline(**v)
         return t, self._rv.render_timeline(t)
+
+
+class Cr0WpStory(ViewWidget):
+    """Chapter 7: one guest CR0.WP toggle on a chosen kernel era, MMU kind and vendor --
+    counts per toggle, the root role before/after, and the vCPU's events."""
+
+    css_class = "cr0wp-story"
+
+    def __init__(self, kernel: str = "5.19", mmu: str = "tdp", vendor: str = "intel"):
+        from .vcpu import MMU_KINDS
+        from .views import story_view as st
+        self._st = st
+        controls = {
+            "kernel": _drop("kernel", [(f"Linux {k}", k) for k in st.STORY_KERNELS], kernel),
+            "mmu": _drop("MMU", MMU_KINDS, mmu),
+            "vendor": _drop("vendor", [("Intel (VMX, EPT)", "intel"), ("AMD (SVM, NPT)", "amd")],
+                            vendor),
+        }
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        r = self._st.toggle(v["kernel"], v["mmu"], v["vendor"])
+        return r, self._st.render_toggle(r)

@@ -265,3 +265,66 @@ def test_nested_widget_headless():
     assert f"{LEVEL4 | ACC_ALL | GUEST_MODE:#010x}" in w.text
     w.set(kind="npt", tdp_level=5)
     assert w.result.root_role.passthrough == 1 and 'class="mmu-view nested-view"' in w.html.value
+
+
+# ---- chapter 7: the CR0.WP story -------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel,mmu,vendor,expected", [
+    # (exits, resets, unloads, init rebuilds, roots built, roots found again) per toggle,
+    # facts §3.2-§4: reset_context unloads until 6.4; the TDP MMU frees its root on the last
+    # put (one vCPU); 6.4: WP guest-owned with EPT on VMX, init only with TDP on SVM.
+    ("5.15", "tdp", "intel", (1, 1, 1, 1, 1, 0)),
+    ("5.19", "tdp", "amd", (1, 1, 1, 1, 1, 0)),
+    ("6.1", "legacy", "intel", (1, 1, 1, 1, 0, 1)),
+    ("6.4", "tdp", "intel", (0, 0, 0, 0, 0, 0)),
+    ("6.4", "legacy", "intel", (0, 0, 0, 0, 0, 0)),
+    ("6.4", "tdp", "amd", (1, 0, 0, 1, 0, 0)),
+    ("6.4", "shadow", "intel", (1, 1, 1, 1, 0, 1)),
+])
+def test_toggle_counts(kernel, mmu, vendor, expected):
+    from mmu.views.story_view import toggle
+    r = toggle(kernel, mmu, vendor)
+    keys = ("vm_exits", "mmu_resets", "mmu_unloads", "inits_rebuilt", "roots_created",
+            "roots_reused")
+    assert tuple(r.per_toggle[k] for k in keys) == expected
+
+
+def test_toggle_root_role_words():
+    from mmu.views.story_view import render_toggle, toggle
+    tdp_wp = LEVEL4 | DIRECT | ACC_ALL | EFER_NX | CR0_WP
+    assert toggle("5.18", "tdp").root_role == (tdp_wp, tdp_wp & ~CR0_WP)
+    assert toggle("5.19", "tdp").root_role == (tdp_wp, tdp_wp)
+    shadow_wp = LEVEL4 | ACC_ALL | EFER_NX | CR0_WP
+    assert toggle("5.19", "shadow").root_role == (shadow_wp, shadow_wp & ~CR0_WP)
+    assert "▲ changed" in render_toggle(toggle("5.18", "tdp")).text
+    with pytest.raises(ValueError):
+        toggle("6.4", toggles=3)
+    with pytest.raises(TypeError):
+        render_toggle("x")
+
+
+def test_refresh_demo_and_changes_view():
+    import re
+    from mmu.views.story_view import refresh_demo, render_changes
+    rows = refresh_demo().text.splitlines()[3:]
+    assert re.search(r"no exit +1 +0 +✔", rows[0]) and re.search(r"no exit +1 +1 +✘", rows[1])
+    text = render_changes().text
+    assert "v5.15.106 -> + patches" in text and "tdp" in text
+
+
+def test_cost_views_have_titles_labels_and_hatching():
+    from mmu.views.story_view import render_ssdd, render_vmexit
+    v = render_vmexit()
+    assert "46754" in v.text and "<svg" in v.html
+    s = render_ssdd(rows=("v6.1.23", "v6.1.23 + patches"))
+    assert "7.65" in s.text and "3.36" in s.text
+    for needle in ("ssdd 10 50000", "seconds (lower is better)", "hatch", "legacy published"):
+        assert needle in s.html, needle
+
+
+def test_cr0wp_widget_headless():
+    from mmu.widgets_story import Cr0WpStory
+    w = Cr0WpStory(kernel="6.4", mmu="tdp", vendor="amd")
+    assert "exit + kvm_init_mmu only: roots kept" in w.text
+    w.set(vendor="intel")
+    assert w.result.per_toggle["vm_exits"] == 0 and 'class="story-verdict"' in w.html.value
