@@ -420,10 +420,15 @@ def test_report_totals():
 
 
 # -- the properties can fail ------------------------------------------------------------
+def _booted(kind: str) -> VCpu:
+    v = VCpu(kernel="6.4", mmu=kind)
+    assert all(r.ok for r in v.boot_long_mode(cr3=0x5000))
+    return v
+
+
 def test_checks_catch_a_corrupted_vcpu():
     """Each invariant check rejects a hand-corrupted vCPU (so a pass means something)."""
-    v = VCpu(kernel="6.4", mmu="shadow")
-    v.boot_long_mode(cr3=0x5000)
+    v = _booted("shadow")
     check_roles(v, False)
     check_root(v)
     check_prev_roots(v)
@@ -457,8 +462,7 @@ def test_checks_catch_a_corrupted_vcpu():
                    "bits such as PCID or PWT); the second put pops a missing key (KeyError). "
                    "The kernel counts both references in sp->root_count.")
 def test_same_gfn_two_pgds_then_unload():
-    v = VCpu(kernel="6.4", mmu="shadow")
-    v.boot_long_mode(cr3=0x5000)
+    v = _booted("shadow")
     assert v.set_cr3(0x5008).ok              # PWT set: same gfn, pgd differs -> same root page
     assert v.set_cr4(v.regs.cr4 ^ int(CR4.SMEP)).ok     # reset_context frees both entries
     check_prev_roots(v)
@@ -468,8 +472,7 @@ def test_same_gfn_two_pgds_then_unload():
                    "counting the VM exit and saving L1's state, so a bad argument leaves the "
                    "vCPU changed (step, vm_exits, _saved_l1)")
 def test_nested_enter_bad_argument_changes_nothing():
-    v = VCpu(kernel="6.4", mmu="shadow")
-    v.boot_long_mode(cr3=0x5000)
+    v = _booted("shadow")
     before = _full_state(v)
     with pytest.raises(ValueError):
         v.nested_enter(l2_cr0=1 << 40)
@@ -479,8 +482,7 @@ def test_nested_enter_bad_argument_changes_nothing():
 @pytest.mark.xfail(strict=True, reason="model bug: after kvm_smm_changed(True) leave_smm "
                    "unpacks a missing SMRAM save area (TypeError, after counting an exit)")
 def test_rsm_after_kvm_smm_changed():
-    v = VCpu(kernel="6.4", mmu="tdp")
-    v.boot_long_mode(cr3=0x5000)
+    v = _booted("tdp")
     assert v.kvm_smm_changed(True).ok
     before = _full_state(v)
     try:
@@ -495,8 +497,7 @@ def test_rsm_after_kvm_smm_changed():
                    "with smm=1 and guest_mode=1; the kernel's vmx/svm enter_smm first does a "
                    "nested VM-exit to L1 (facts §2.3: SMM and guest_mode never both)")
 def test_smi_in_l2_leaves_guest_mode_first():
-    v = VCpu(kernel="6.4", mmu="tdp")
-    v.boot_long_mode(cr3=0x5000)
+    v = _booted("tdp")
     assert v.nested_enter().ok
     assert v.enter_smm().ok
     assert not (v.cpu_role.base.smm and v.cpu_role.base.guest_mode)
