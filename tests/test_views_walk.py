@@ -454,3 +454,41 @@ def test_chapter3_4_widgets_headless():
     assert t.result.refs == 35
     t.set(gva="nope")
     assert t.result is None and "not a number" in t.text
+
+
+# ---------------------------------------------------------------------------
+# Static renders: figures as SVG, text forms that fit a notebook's output width
+# ---------------------------------------------------------------------------
+
+def test_figure_svg_is_svg_with_the_titles_and_refuses_non_figures():
+    from mmu.views.common import figure_svg
+    from mmu.views import tdp_view as tv
+    svg = figure_svg(tv.plot_grid(tv.two_d_grid()))
+    root = ET.fromstring(svg.encode())
+    assert root.tag.endswith("svg")
+    # matplotlib draws text as glyph paths and names each string in a comment.
+    assert "<!-- 2D walk, 4-level guest on 4-level EPT: 24 references -->" in svg
+    assert figure_svg(tv.plot_grid(tv.two_d_grid())) == svg          # deterministic
+    with pytest.raises(TypeError, match="matplotlib Figure"):
+        figure_svg("not a figure")
+
+
+def test_regimes_text_fits_and_counts_by_hand():
+    text = wv.render_regimes(wv.three_regimes("4-level")).text
+    # 4-level read of 0xC01234 from empty KVM state: one #PF, then root + PDPT + PD + PT
+    # shadow pages; under EPT one violation per guest table (4) and one for the data page.
+    assert "1 #PF exit, 4 shadow pages" in text
+    assert "5 EPT violations, 5 EPT pages" in text
+    assert max(len(line) for line in text.splitlines()) <= 110
+
+
+@pytest.mark.parametrize("render", ["perm", "wp_trick"])
+def test_text_forms_fit_the_output_width(render):
+    if render == "perm":
+        text = pv.render(pv.evaluate(pv.PermState(page_user=True))).text
+        assert text.splitlines()[0].startswith("  * Registers: CR0.WP=1")
+    else:
+        from mmu.views import shadow_view as sv
+        text = sv.render_wp_trick(sv.wp_trick(smep=True)).text
+        assert "CR0.WP=1 write, the guest's own fault: R/W" in text
+    assert max(len(line) for line in text.splitlines()) <= 110

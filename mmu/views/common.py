@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import io
 from typing import Any, Iterable, Sequence
 
 #: The two change markers; text first so it survives copy-paste and screen readers.
@@ -126,6 +127,25 @@ class View:
 def wrap_html(body: str, css_class: str) -> str:
     """Wrap a view's HTML body in a ``div.mmu-view.<css_class>`` with the shared CSS."""
     return f'{CSS}<div class="mmu-view {esc(css_class)}">{body}</div>'
+
+
+def figure_svg(fig: Any) -> str:
+    """A matplotlib ``Figure`` as SVG text, for ``display(SVG(...))`` or a view's HTML.
+
+    The chapters build figures with ``matplotlib.figure.Figure`` (no pyplot, no global
+    state), and IPython only knows how to show such a bare figure once pyplot's inline
+    backend has been set up -- a static render would print ``<Figure size ...>`` instead
+    of the picture.  SVG text shows everywhere, stays sharp in print and is deterministic
+    (no date stamp, fixed id salt), so a re-run notebook does not churn.
+    """
+    savefig = getattr(fig, "savefig", None)
+    if savefig is None:
+        raise TypeError(f"fig must be a matplotlib Figure, not {type(fig).__name__}")
+    import matplotlib
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "mmu"}):
+        savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
 
 
 def role_rows(role: Any) -> list[tuple[str, int, int, int]]:

@@ -187,15 +187,18 @@ def permissions_table(permissions: tuple[int, ...], used_index: int | None = Non
                  ("index", "access (PFEC)", "byte", *heads, "used"), tuple(rows), tuple(classes))
 
 
-def _controls_line(s: PermState) -> str:
+def _controls_lines(s: PermState) -> list[str]:
+    """The controls as two short lines (registers; access and page), so the text form
+    fits a notebook's output width."""
     on = lambda b: "1" if b else "0"  # noqa: E731
-    return (f"CR0.WP={on(s.cr0_wp)} CR4.SMEP={on(s.cr4_smep)} CR4.SMAP={on(s.cr4_smap)} "
-            f"CR4.PKE={on(s.cr4_pke)} EFER.NXE={on(s.efer_nxe)} RFLAGS.AC={on(s.rflags_ac)} "
-            f"PKRU[key {s.pkey}]: AD={on(s.pkru_ad)} WD={on(s.pkru_wd)}; "
-            f"{ACCESS_LABELS[s.access]} at CPL {s.cpl}; page: "
+    return [f"Registers: CR0.WP={on(s.cr0_wp)} CR4.SMEP={on(s.cr4_smep)} "
+            f"CR4.SMAP={on(s.cr4_smap)} CR4.PKE={on(s.cr4_pke)} EFER.NXE={on(s.efer_nxe)} "
+            f"RFLAGS.AC={on(s.rflags_ac)} PKRU[key {s.pkey}]: AD={on(s.pkru_ad)} "
+            f"WD={on(s.pkru_wd)}",
+            f"Access: {ACCESS_LABELS[s.access]} at CPL {s.cpl}; page: "
             f"{'user' if s.page_user else 'supervisor'}, "
             f"{'writable' if s.page_writable else 'read-only'}, XD={on(s.page_xd)}, "
-            f"key {s.pkey}")
+            f"key {s.pkey}"]
 
 
 def render(result: PermResult) -> View:
@@ -205,12 +208,12 @@ def render(result: PermResult) -> View:
     s, w = result.state, result.walk
     leaf = w.trace[-1]
     reached = result.table_fault is not None
-    facts = [_controls_line(s),
+    facts = [*_controls_lines(s),
              f"{leaf.name} read: {leaf.entry:#x} ({flag_names(leaf.flags, PTE)})"
              + (f", effective ACC {acc_label(result.pte_access)}" if reached else ""),
              "Walker's verdict: " + outcome_line(w, reason=False)]
     if w.fault is not None:
-        facts.append("Rule that fired (walker's fault.reason): " + w.fault.reason)
+        facts.append("Rule that fired: " + w.fault.reason)
     if result.table_fault is None:
         facts.append("KVM's tables: not consulted -- the walk stopped at a reserved bit "
                      "before any permission check (PFERR_RSVD).")
@@ -236,8 +239,8 @@ def render(result: PermResult) -> View:
     parts_h.append(t.html())
     if result.index is not None:
         parts_t.append(f"{USED_ROW} = the byte KVM read; {USED_COL}…{USED_COL} = the bit for "
-                       "this page's ACC value; AC = RFLAGS.AC overrides SMAP (PFEC's RSVD "
-                       "slot).")
+                       "this page's ACC value;\nPFEC = page-fault error code; AC = RFLAGS.AC "
+                       "overrides SMAP (PFEC's RSVD slot).")
         parts_h.append(f"<p>{esc(parts_t[-1])}</p>")
     return View("\n\n".join(parts_t),
                 wrap_html('<div class="perm-outcome">' + "".join(parts_h) + "</div>",

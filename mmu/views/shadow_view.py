@@ -115,7 +115,7 @@ def render_state(st: ShadowState) -> View:
 
 
 # ---------------------------------------------------------------------------
-# The CR0.WP=0 trick (facts §7.6)
+# The CR0.WP=0 trick (facts §7.6; paging_tmpl.h FNAME(page_fault) / FNAME(fetch))
 # ---------------------------------------------------------------------------
 
 #: The user code page: user, read-only, executable in every mode.
@@ -159,7 +159,7 @@ def wp_trick(smep: bool = False) -> WpTrick:
 def render_wp_trick(t: WpTrick) -> View:
     def rights(o: FaultOutcome) -> tuple[str, str, str]:
         if o.spte is None:
-            return "-", "-", f"✘ #PF injected: {o.reason}"
+            return "-", "-", "✘ #PF injected into the guest (reason below)"
         return f"{o.spte:#x}", acc_label(o.access), ("✔ CR0.WP=0 trick" if o.wp_trick else "✔")
     rows = (("CR0.WP=0, supervisor read", *rights(t.read)),
             ("CR0.WP=0, supervisor write", *rights(t.write)),
@@ -170,12 +170,14 @@ def render_wp_trick(t: WpTrick) -> View:
     roles = role_field_table("Shadow root_role: CR0.WP=0 (now) vs CR0.WP=1 (before)",
                              t.role_wp0, t.role_wp1,
                              only=("cr0_wp", "smep_andnot_wp", "smap_andnot_wp"))
-    note = ("Before → after: the read left U and X and withheld W; the write under WP=0 "
+    note = ("Before → after: the read left U and X and withheld W; the write under WP=0\n"
             "gives W but takes U away" + (" and X (SMEP)" if t.smep else "") +
             ", so a later user access faults into KVM again.")
+    if t.write_wp1.spte is None:
+        note = f"CR0.WP=1 write, the guest's own fault: {t.write_wp1.reason}\n" + note
     text = "\n\n".join((main.text(), roles.text(), note))
-    return View(text, wrap_html(main.html() + roles.html() + f"<p>{esc(note)}</p>",
-                                "wp-trick-view"))
+    return View(text, wrap_html(main.html() + roles.html() + "".join(
+        f"<p>{esc(line)}</p>" for line in note.splitlines()), "wp-trick-view"))
 
 
 # ---------------------------------------------------------------------------

@@ -115,10 +115,10 @@ def plot_grid(gr: Grid, ax: Any = None) -> Any:
             guest_col = j == nc - 1
             face = "0.85" if n and not guest_col else ("0.6" if n else "white")
             ax.add_patch(_rect(j, i, face, hatch="//" if guest_col and n else ""))
-            if n:
-                ax.text(j + 0.5, i + 0.5, str(n), ha="center", va="center", fontsize=10,
-                        fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none",
-                                                 "pad": 1})
+            # "·" marks a reference that is not made, as in the text form.
+            ax.text(j + 0.5, i + 0.5, str(n) if n else "·", ha="center", va="center",
+                    fontsize=10, fontweight="bold",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     ax.set_xlim(0, nc)
     ax.set_ylim(nr, 0)
     ax.set_xticks([j + 0.5 for j in range(nc)], gr.col_labels, rotation=20, ha="right")

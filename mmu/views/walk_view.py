@@ -321,9 +321,9 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     out.append(f'<text x="{x + col_w / 2}" y="{top - 6}" text-anchor="middle">'
                f'{"data page" if result.ok else "fault"}</text>')
     for j, line in enumerate(label):
-        out.append(f'<text x="{x + 6}" y="{top + 24 + 14 * j}">{esc(line)}</text>')
+        out.append(f'<text x="{x + 10}" y="{top + 24 + 14 * j}">{esc(line)}</text>')
     if prev_slot is not None:
-        out.append(_arrow(*prev_slot, x, top + 24))
+        out.append(_arrow(*prev_slot, x, top + 12))   # above the first text line
     # Axes: x = walk step (root on the left), y = index of the entry within its table.
     out.append(f'<text x="{left + (width - left) / 2}" y="{height - 12}" text-anchor="middle" '
                f'font-size="12">walk step: table level, root → leaf → outcome</text>')
@@ -554,25 +554,33 @@ def tdp_translate(guest: DemoGuest, gva: int, access: str = "read", cpl: int = 0
     return r, tdp, exits
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 shadow page"``, ``"4 shadow pages"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def render_regimes(rg: Regimes) -> View:
-    """The three regimes side by side, one row each."""
+    """The three regimes side by side, one row each (kept under ~110 columns so the text
+    form fits a notebook's output without wrapping)."""
     def hexor(v: int | None) -> str:
         return f"{v:#x}" if v is not None else "✘ none (guest fault)"
     g = rg.guest
     rows = (
         ("guest walk", "the guest", "GVA -> GPA", hexor(g.gpa), str(len(g.trace)), "-"),
-        ("shadow paging", "KVM (shadow pages)", "GVA -> HPA", hexor(rg.shadow_hpa),
+        ("shadow paging", "KVM (shadow)", "GVA -> HPA", hexor(rg.shadow_hpa),
          "-" if rg.shadow_refs is None else str(rg.shadow_refs),
-         f"{rg.shadow_exits} #PF exit(s), {rg.shadow_pages} shadow page(s) built"),
-        ("TDP (EPT)", "guest + KVM (EPT)", "GVA -> GPA -> HPA", hexor(rg.tdp_hpa),
+         f"{_count(rg.shadow_exits, '#PF exit')}, {_count(rg.shadow_pages, 'shadow page')}"),
+        ("TDP (EPT)", "guest + KVM", "GVA -> GPA -> HPA", hexor(rg.tdp_hpa),
          str(rg.tdp_refs),
-         f"{rg.tdp_exits} EPT violation exit(s), {rg.tdp_pages} EPT page(s) built"),
+         f"{_count(rg.tdp_exits, 'EPT violation')}, {_count(rg.tdp_pages, 'EPT page')}"),
     )
     mode = g.mode.label if g.mode is not None else "?"
     t = Table(f"GVA {rg.gva:#x} of the chapter guest ({mode} paging) in the three regimes",
-              ("regime", "tables built by", "translation", "result", "entries the "
-               "hardware reads", "KVM's work, first access"), rows)
-    note = ("HPA = GPA + 2**51 in this model (guest RAM sits at a fixed host offset), so the "
-            "shadow and TDP results must agree.")
-    return View(t.text() + "\n" + note, wrap_html(t.html() + f"<p>{esc(note)}</p>",
-                                                 "regimes-view"))
+              ("regime", "tables by", "translation", "result", "entries read",
+               "KVM's work, first access"), rows)
+    note = ("entries read = entries the hardware reads for one translation (a TLB miss).\n"
+            "HPA = GPA + 2**51 in this model (guest RAM at a fixed host offset): the shadow "
+            "and TDP results must agree.")
+    return View(t.text() + "\n" + note, wrap_html(
+        t.html() + "".join(f"<p>{esc(line)}</p>" for line in note.splitlines()),
+        "regimes-view"))
