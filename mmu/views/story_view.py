@@ -16,12 +16,11 @@ Nothing here computes a cost or a role: those come from :mod:`mmu.cost` and :mod
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections import Counter
 
 from ..eras import Era, era as make_era
 from ..regs import CR0
-from .common import Table, View, bullet_html, bullet_text, esc, wrap_html
+from .common import Table, View, bullet_html, bullet_text, esc, figure_svg, wrap_html
 
 __all__ = ["STORY_KERNELS", "COUNT_COLUMNS", "ToggleResult", "toggle", "render_toggle",
            "render_counts", "render_vmexit", "render_ssdd", "render_changes",
@@ -132,12 +131,6 @@ def render_counts(kernels=STORY_KERNELS, mmus=("tdp", "legacy", "shadow"),
 
 # ---- the cost model beside the published figures -----------------------------------------------
 
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
     return Figure(figsize=(width, height))
@@ -178,7 +171,7 @@ def render_vmexit(vendor: str = "intel") -> View:
     note = ("calibrated: TDP before/after and legacy before; held out: legacy after, both "
             "shadow figures (see mmu.cost)")
     return View(t.text() + "\n" + note,
-                wrap_html(t.html() + f"<p>{esc(note)}</p>" + _svg(fig), "cr0wp-vmexit"))
+                wrap_html(t.html() + f"<p>{esc(note)}</p>" + figure_svg(fig), "cr0wp-vmexit"))
 
 
 #: Rows of Mathias's table drawn in the figure (the v4 cover and the stable backports).
@@ -234,7 +227,7 @@ def render_ssdd(rows=SSDD_FIGURE_ROWS, vendor: str = "intel") -> View:
     axes[1].set_title("shadow paging", fontsize=10)
     fig.suptitle("ssdd 10 50000: published (plain bars) vs model (hatched bars, markers)")
     fig.set_layout_engine("constrained")
-    return View(t.text(), wrap_html(t.html() + _svg(fig), "cr0wp-ssdd"))
+    return View(t.text(), wrap_html(t.html() + figure_svg(fig), "cr0wp-ssdd"))
 
 
 def render_changes(vendor: str = "intel") -> View:
