@@ -18,7 +18,7 @@ from ..bits import check_access, check_int
 from ..regs import make_regs
 from ..roles import cpu_role, shadow_root_role, tdp_root_role
 from .common import Table, View, esc, hexword, wrap_html
-from .walk_view import MODES, demo_guest, tdp_translate
+from .walk_view import MODES, _count, demo_guest, tdp_translate
 
 __all__ = ["Grid", "two_d_grid", "render_grid", "plot_grid", "ROLE_CASES", "role_rows",
            "render_roles"]
@@ -94,7 +94,7 @@ def render_grid(gr: Grid) -> View:
     t = Table(f"2D walk of GVA {gr.gva:#x}: {gr.mode} guest on {len(gr.col_labels) - 1}-level "
               f"{'EPT' if gr.vendor == 'intel' else 'NPT'}, {gr.refs} memory references "
               f"(numbers = order)", ("translating", *gr.col_labels), rows)
-    tail = (f"Outcome: {gr.outcome}. The first access took {gr.exits} TDP exit(s) to build "
+    tail = (f"Outcome: {gr.outcome}. The first access took {_count(gr.exits, 'TDP exit')} to build "
             f"the tables (one per missing GPA).")
     return View(t.text() + "\n" + tail, wrap_html(t.html() + f"<p>{esc(tail)}</p>",
                                                  "two-d-grid"))
