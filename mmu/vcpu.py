@@ -167,7 +167,13 @@ class VCpu:
         self.stats: Counter[str] = Counter()
         self.events: list[Event] = []
         self.step = 0
+        # hpa -> the root object behind it, and how many root-info slots (current +
+        # prev_roots) hold that hpa.  Each slot took its own reference when it was loaded
+        # (++sp->root_count in mmu_alloc_root, a TDP root reference), so two pgds that
+        # shadow one page -- same gfn, other low CR3 bits (PCID, PWT/PCD) -- are two
+        # references to one hpa, as the kernel's per-SP root_count counts them.
         self._roots: dict[int, Any] = {}
+        self._root_refs: Counter[int] = Counter()
         self.cache = RootCache(self._sp_role_word, self._free_root)
         self.mmu_role = None         # <= 5.18: the single union kvm_mmu_role
         self._cpu_role = None
@@ -258,7 +264,12 @@ class VCpu:
         return sp.role.word
 
     def _free_root(self, hpa: int) -> None:
-        root = self._roots.pop(hpa)
+        """``mmu_free_root_page`` for one root-info slot: drop the reference that slot
+        held; forget the hpa only when no other slot of this vCPU still holds it."""
+        root = self._roots[hpa]
+        self._root_refs[hpa] -= 1
+        if self._root_refs[hpa] <= 0:
+            del self._roots[hpa], self._root_refs[hpa]
         if self.kind == "tdp":
             preserve = self.era.tdp_root_preserved
             freed = self.vm.tdp.put_root(root, preserve)
@@ -358,6 +369,7 @@ class VCpu:
             pgd = self.regs.cr3
         created, reused = int(created), int(reused)
         self._roots[root.hpa] = root
+        self._root_refs[root.hpa] += 1
         self.cache.root = RootInfo(pgd, root.hpa)
         self.stats["roots_created"] += created
         self.stats["roots_reused"] += reused

@@ -250,3 +250,27 @@ def test_kvm_smm_changed_flips_only_the_smm_bit(kind):
     assert v.cpu_role.base.word == before_base and v.stats["mmu_resets"] == resets + 2
     with pytest.raises(TypeError):
         v.kvm_smm_changed(1)
+
+
+# -- fixes for the model bugs found by tests/test_vcpu_props.py ---------------------------
+def test_two_pgds_sharing_one_shadow_page_hold_two_references():
+    """CR3=0x5000 and CR3=0x5008 (PWT) name the same PML4 frame, so mmu_alloc_shadow_roots
+    finds the same shadow page (key: gfn 5, role) for both; each root-info slot holds its
+    own ``root_count`` reference (facts §5), and an unload drops both."""
+    v = VCpu(kernel="6.4", mmu="shadow")
+    v.boot_long_mode(cr3=0x5000)
+    sp = v.root_object.sp
+    assert sp.root_count == 1
+    assert v.set_cr3(0x5008).ok            # pgd differs: fast_pgd_switch misses, ...
+    v.enter()
+    assert v.root.pgd == 0x5008 and v.root_object.sp is sp     # ... the hash hits
+    assert v.prev_roots[0].pgd == 0x5000 and v.prev_roots[0].hpa == v.root.hpa
+    assert sp.root_count == 2
+    assert v.set_cr3(0x5000).ok            # back: prev_roots[0] is usable
+    assert v.root.pgd == 0x5000 and sp.root_count == 2
+    # CR0.WP is in the shadow root role: kvm_mmu_reset_context unloads both slots, and
+    # the reload finds a page with cr0_wp=0 instead.
+    puts = v.stats["roots_put"]
+    assert v.set_cr0(v.regs.cr0 ^ int(CR0.WP)).ok
+    assert sp.root_count == 0 and v.stats["roots_put"] - puts == 2
+    assert v.root.valid and v.root_object.sp is not sp

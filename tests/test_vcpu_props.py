@@ -67,12 +67,13 @@ def _pae_cr3s() -> tuple[int, ...]:
     return tuple(PageTableBuilder(mem, "PAE", table_base=b).cr3 for b in PAE_BASES)
 
 
-# Page-aligned CR3 values only: CR3s sharing a gfn with different low bits (PCID, PWT/PCD)
-# hit the model bug recorded in test_same_gfn_two_pgds_then_unload (the main property
-# would fail on it every time).  1 << 46 and bit 63 are above MAXPHYADDR (#GP with an
-# exit unless bit 63 is stripped as NOFLUSH under CR4.PCIDE).
-CR3_POOL = (0, 0x1000, 0x2000, 0x5000, 0x20_0000) + _pae_cr3s() + (1 << MAXPHYADDR, 1 << 63,
-                                                                   (1 << 63) | 0x2000)
+# CR3 values: page-aligned ones, and ones sharing a frame with them but with other low
+# bits -- PWT (bit 3), PCD (bit 4), a PCID (bits 11:0 under CR4.PCIDE) -- whose roots are
+# one shadow page held by two pgds (test_same_gfn_two_pgds_then_unload).  1 << 46 and bit
+# 63 are above MAXPHYADDR (#GP unless bit 63 is stripped as NOFLUSH under CR4.PCIDE).
+CR3_POOL = (0, 0x1000, 0x2000, 0x5000, 0x20_0000) + _pae_cr3s() + (
+    0x5008, 0x5018, 0x2001, 0x20_0ABC, 1 << MAXPHYADDR, 1 << 63, (1 << 63) | 0x2000)
+
 
 CR0_BITS = [int(b) for b in (CR0.PE, CR0.MP, CR0.EM, CR0.TS, CR0.ET, CR0.NE, CR0.WP, CR0.AM,
                              CR0.NW, CR0.CD, CR0.PG)]
@@ -113,7 +114,7 @@ OPS = st.one_of(
               st.sampled_from(_pae_cr3s() + (0x1000,))),
     st.tuples(st.just("smi")), st.tuples(st.just("rsm")),
     st.tuples(st.just("smm_changed"), st.booleans()),
-    st.tuples(st.just("vmenter"), st.sampled_from(L2_SPECS), st.sampled_from(CR3_POOL[:7])),
+    st.tuples(st.just("vmenter"), st.sampled_from(L2_SPECS), st.sampled_from(CR3_POOL[:11])),
     st.tuples(st.just("vmexit")),
     st.tuples(st.just("far_jump"), st.booleans()),
     st.tuples(st.just("perm")),
@@ -398,6 +399,8 @@ def _cover(v: VCpu) -> None:
                                                              guest_mode=v.guest_mode)
     TOTALS["PAE special root"] += v.root_object.sp is None
     TOTALS["valid prev_roots"] += sum(r.valid for r in v.prev_roots)
+    hpas = [r.hpa for r in (v.root, *v.prev_roots) if r.valid]
+    TOTALS["one page, two pgds"] += len(hpas) != len(set(hpas))
 
 
 @pytest.mark.parametrize("kernel,kind,vendor", CONFIGS)
@@ -457,11 +460,8 @@ def test_checks_catch_a_corrupted_vcpu():
 
 
 # -- model bugs found by the properties (minimal reproducers) ----------------------------
-@pytest.mark.xfail(strict=True, reason="model bug: VCpu._roots is keyed by hpa, but one "
-                   "shadow page can be the root of two cached pgds (same gfn, other low CR3 "
-                   "bits such as PCID or PWT); the second put pops a missing key (KeyError). "
-                   "The kernel counts both references in sp->root_count.")
 def test_same_gfn_two_pgds_then_unload():
+    """One shadow page, two cached pgds (same gfn, PWT set): both references are put."""
     v = _booted("shadow")
     assert v.set_cr3(0x5008).ok              # PWT set: same gfn, pgd differs -> same root page
     assert v.set_cr4(v.regs.cr4 ^ int(CR4.SMEP)).ok     # reset_context frees both entries
