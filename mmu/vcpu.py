@@ -724,14 +724,15 @@ class VCpu:
         """
         if self.guest_mode:
             raise ValueError("nested_enter: already running L2 (allowed only from L1)")
-        mark = self._begin()
-        self._exit("VMLAUNCH/VMRUN")
-        self._saved_l1 = (self.regs, self.cs_l)
+        # Bad arguments are refused before anything is counted or saved.
         r = self.regs
         new = Regs(cr0=check_int("l2_cr0", r.cr0 if l2_cr0 is None else l2_cr0, 0, 1 << 32),
                    cr3=check_int("l2_cr3", r.cr3 if l2_cr3 is None else l2_cr3, 0, 1 << 64),
                    cr4=check_int("l2_cr4", r.cr4 if l2_cr4 is None else l2_cr4, 0, 1 << 64),
                    efer=check_int("l2_efer", r.efer if l2_efer is None else l2_efer, 0, 1 << 64))
+        mark = self._begin()
+        self._exit("VMLAUNCH/VMRUN")
+        self._saved_l1 = (self.regs, self.cs_l)
         from .regs import paging_mode
         try:
             paging_mode(new)

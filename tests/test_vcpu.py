@@ -274,3 +274,15 @@ def test_two_pgds_sharing_one_shadow_page_hold_two_references():
     assert v.set_cr0(v.regs.cr0 ^ int(CR0.WP)).ok
     assert sp.root_count == 0 and v.stats["roots_put"] - puts == 2
     assert v.root.valid and v.root_object.sp is not sp
+
+
+@pytest.mark.parametrize("bad", [dict(l2_cr0=1 << 40), dict(l2_cr3=-1), dict(l2_cr4="0"),
+                                 dict(l2_efer=1 << 64)])
+def test_nested_enter_refuses_bad_arguments_before_touching_state(bad):
+    v = VCpu(kernel="6.4", mmu="shadow")
+    v.boot_long_mode(cr3=0x5000)
+    before = (v.step, len(v.events), Counter(v.stats), v.regs, v._saved_l1, v.guest_mode)
+    with pytest.raises((ValueError, TypeError), match="l2_"):
+        v.nested_enter(**bad)
+    assert (v.step, len(v.events), Counter(v.stats), v.regs, v._saved_l1, v.guest_mode) == before
+    assert v.nested_enter().ok and v.guest_mode        # and it still works afterwards

@@ -468,9 +468,6 @@ def test_same_gfn_two_pgds_then_unload():
     check_prev_roots(v)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: nested_enter range-checks l2_* only after "
-                   "counting the VM exit and saving L1's state, so a bad argument leaves the "
-                   "vCPU changed (step, vm_exits, _saved_l1)")
 def test_nested_enter_bad_argument_changes_nothing():
     v = _booted("shadow")
     before = _full_state(v)
