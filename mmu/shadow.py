@@ -49,7 +49,7 @@ import dataclasses
 from typing import Iterable, Iterator
 
 from .bits import (ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, MAX_PHYS_BITS,
-                   PAGE_SHIFT, PAGE_SIZE, PTE, check_access, check_int)
+                   PAGE_SHIFT, PAGE_SIZE, PF_VECTOR, PTE, PFErr, check_access, check_int)
 from .memory import GuestMemory
 from .regs import Regs
 from .roles import CpuRole, PageRole, child_role
@@ -238,6 +238,22 @@ class SpteTranslation:
 # ---------------------------------------------------------------------------
 # The per-VM shadow MMU
 # ---------------------------------------------------------------------------
+
+def _kvm_error_code(fault: Fault, access: str, cpu_role: CpuRole) -> Fault:
+    """The #PF error code KVM's software walker builds, which is the SDM's except for one
+    bit: ``FNAME(walk_addr_generic)`` (paging_tmpl.h, 5.14+, incl. 5.18 and 6.4) adds
+    PFERR_FETCH for a fetch whenever ``is_efer_nx(mmu) || is_cr4_smep(mmu)``.  In 32-bit
+    paging with EFER.NXE=1 the CPU role has efer_nx=1 (kvm_calc_cpu_role ignores CR4.PAE
+    there), so KVM reports I/D where the SDM (and :func:`mmu.walker.walk`) does not: the
+    SDM sets I/D only with CR4.SMEP or with PAE/long mode and NXE (Vol. 3A 4.7).
+    Checked against the kernel source in docs/fact-check.md."""
+    if (fault.vector != PF_VECTOR or access != "fetch" or fault.error_code & PFErr.ID
+            or not (cpu_role.base.efer_nx or cpu_role.ext.cr4_smep)):
+        return fault
+    return dataclasses.replace(
+        fault, error_code=fault.error_code | int(PFErr.ID),
+        reason=fault.reason + " (KVM also reports I/D here: EFER.NX=1 in 32-bit paging)")
+
 
 class ShadowMMU:
     """The per-VM shadow-page state: hash, write tracking, reverse maps, roots.
@@ -609,7 +625,8 @@ class ShadowMMU:
         w = walk(self.mem, regs, gva, access, cpl)
         if not w.ok:
             self.stats["injected"] += 1
-            return FaultOutcome(w, injected=w.fault, reason=w.fault.reason)
+            fault = _kvm_error_code(w.fault, access, cpu_role)
+            return FaultOutcome(w, injected=fault, reason=fault.reason)
         gva = gva & 0xFFFF_FFFF if cpu_role.base.level < 4 else gva
         leaf = w.trace[-1]
         pte_access = w.access_bits

@@ -74,10 +74,6 @@ def test_kvm_reports_fetch_bit_in_32bit_paging_with_nx():
                 assert kvm_walker_fetch_bit(nx, smep) == sdm_fetch_bit(pae, nx, smep)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ShadowMMU.page_fault injects the SDM walker's error code; KVM's paging32 walker "
-    "(paging_tmpl.h FNAME(walk_addr_generic), 5.14+ incl. 5.18/6.4) adds PFERR_FETCH when "
-    "is_efer_nx(mmu) || is_cr4_smep(mmu), i.e. also for 32-bit paging with EFER.NX=1"))
 def test_shadow_injects_kvm_error_code_for_32bit_fetch():
     mem = GuestMemory()
     regs = make_regs("32-bit", cr3=CR3_32, nx=True, smep=False)
@@ -86,7 +82,15 @@ def test_shadow_injects_kvm_error_code_for_32bit_fetch():
     root, _, _ = shadow.alloc_shadow_roots(cpu, shadow_root_role(cpu), CR3_32)
     out = shadow.page_fault(root, regs, cpu, 0x0040_0000, "fetch", 0)
     assert out.injected is not None
+    # KVM's paging32 walker (paging_tmpl.h FNAME(walk_addr_generic), 5.14+) adds
+    # PFERR_FETCH when is_efer_nx(mmu) || is_cr4_smep(mmu): also for 32-bit paging.
     assert out.injected.error_code & PFERR_FETCH == PFERR_FETCH
+    # ... and only there: with NX=0 and SMEP=0 neither KVM nor the SDM reports it.
+    regs0 = make_regs("32-bit", cr3=CR3_32, nx=False, smep=False)
+    cpu0 = cpu_role(regs0)
+    root0, _, _ = shadow.alloc_shadow_roots(cpu0, shadow_root_role(cpu0), CR3_32)
+    out0 = shadow.page_fault(root0, regs0, cpu0, 0x0040_0000, "fetch", 0)
+    assert out0.injected.error_code & PFERR_FETCH == 0
 
 
 # --- 2. nested NPT: L1's CR0.WP never reaches the role ------------------------------------
