@@ -286,3 +286,53 @@ def test_nested_enter_refuses_bad_arguments_before_touching_state(bad):
         v.nested_enter(**bad)
     assert (v.step, len(v.events), Counter(v.stats), v.regs, v._saved_l1, v.guest_mode) == before
     assert v.nested_enter().ok and v.guest_mode        # and it still works afterwards
+
+
+@pytest.mark.parametrize("kind", ["tdp", "shadow"])
+def test_rsm_after_bare_kvm_smm_changed_is_refused(kind):
+    """kvm_smm_changed(True) writes no SMRAM save area: RSM is refused before anything
+    changes, and kvm_smm_changed(False) leaves such an SMM."""
+    v = VCpu(kernel="6.4", mmu=kind)
+    v.boot_long_mode(cr3=0x5000)
+    assert v.kvm_smm_changed(True).ok and v.smm
+    before = (v.step, len(v.events), Counter(v.stats), v.regs, v.smm, v.root)
+    with pytest.raises(ValueError, match="no SMRAM save area"):
+        v.leave_smm()
+    assert (v.step, len(v.events), Counter(v.stats), v.regs, v.smm, v.root) == before
+    assert v.kvm_smm_changed(False).ok and not v.smm
+
+
+def test_bare_smm_flip_drops_an_old_save_area():
+    """SMI, bare flip out, bare flip in: RSM must not restore the first SMI's registers."""
+    v = VCpu(kernel="6.4", mmu="tdp")
+    v.boot_long_mode(cr3=0x5000)
+    assert v.enter_smm().ok
+    assert v.kvm_smm_changed(False).ok and v.kvm_smm_changed(True).ok
+    with pytest.raises(ValueError, match="no SMRAM save area"):
+        v.leave_smm()
+
+
+@pytest.mark.parametrize("vendor,hook,reenter", [
+    ("intel", "vmx_enter_smm: nested_vmx_vmexit", "vmx_leave_smm"),
+    ("amd", "svm_enter_smm: nested_svm_simple_vmexit", "svm_leave_smm")])
+@pytest.mark.parametrize("kind", ["tdp", "legacy", "shadow"])
+def test_smi_in_l2_exits_to_l1_and_rsm_returns_to_l2(vendor, hook, reenter, kind):
+    """smm.c enter_smm saves L2's state, then vmx/svm_enter_smm exit to L1 (guest_mode=0)
+    before kvm_smm_changed(true); RSM's vmx/svm_leave_smm re-enter L2 (6.4)."""
+    v = VCpu(kernel="6.4", mmu=kind, vendor=vendor)
+    v.boot_long_mode(cr3=0x5000)
+    l1 = v.regs
+    assert v.nested_enter(l2_cr3=0x20_0000).ok
+    l2 = v.regs
+    r = v.enter_smm()
+    assert r.ok and v.smm and not v.guest_mode
+    assert (v.cpu_role.base.smm, v.cpu_role.base.guest_mode) == (1, 0)
+    assert (v.root_role.smm, v.root_role.guest_mode) == (1, 0)
+    funcs = [e.func for e in r.events]
+    assert funcs.index("enter_smm") < funcs.index(hook) < funcs.index("kvm_smm_changed")
+    assert v.regs.cr3 == l1.cr3 and not v.regs.cr0 & CR0.PG    # SMM state built on L1's
+    r = v.leave_smm()
+    assert r.ok and not v.smm and v.guest_mode and v.regs == l2
+    assert reenter in [e.func for e in r.events]
+    assert (v.cpu_role.base.smm, v.cpu_role.base.guest_mode) == (0, 1)
+    assert v.nested_exit().ok and v.regs == l1 and not v.guest_mode

@@ -258,6 +258,7 @@ class Driver:
     def __init__(self, v: VCpu) -> None:
         self.v = v
         self.smm_saved = False      # SMM entered through enter_smm (so RSM has a save area)
+        self.smi_from = None        # (regs, CS.L, guest_mode) the last SMI interrupted
         self.wp_may_be_stale = False
         self.steps = 0
 
@@ -311,19 +312,20 @@ class Driver:
         elif kind == "smi":
             if v.smm:
                 self.expect_refusal(ValueError, v.enter_smm)
-            elif v.guest_mode:
-                return          # the kernel leaves L2 first (xfail test below)
             else:
+                self.smi_from = (r, v.cs_l, v.guest_mode)
+                TOTALS["SMI in L2"] += v.guest_mode
                 assert v.enter_smm().ok
+                assert not v.guest_mode     # an SMI in L2 exits to L1 first
                 self.smm_saved = True
         elif kind == "rsm":
-            if not v.smm:
+            if not v.smm or not self.smm_saved:
+                # not in SMM, or SMM set by kvm_smm_changed: no SMRAM save area
                 self.expect_refusal(ValueError, v.leave_smm)
-            elif self.smm_saved:
-                assert v.leave_smm().ok
-                self.smm_saved = False
             else:
-                return          # SMM set by kvm_smm_changed has no save area (xfail below)
+                assert v.leave_smm().ok
+                assert (v.regs, v.cs_l, v.guest_mode) == self.smi_from  # back where the SMI hit
+                self.smm_saved = False
         elif kind == "smm_changed":
             if op[1] == v.smm or (op[1] and v.guest_mode):
                 return          # the kernel calls it only on a flip, never in L2
@@ -476,8 +478,6 @@ def test_nested_enter_bad_argument_changes_nothing():
     assert _full_state(v) == before
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: after kvm_smm_changed(True) leave_smm "
-                   "unpacks a missing SMRAM save area (TypeError, after counting an exit)")
 def test_rsm_after_kvm_smm_changed():
     v = _booted("tdp")
     assert v.kvm_smm_changed(True).ok
@@ -490,9 +490,6 @@ def test_rsm_after_kvm_smm_changed():
     assert r.ok and not v.smm
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: an SMI in L2 keeps guest_mode, giving roles "
-                   "with smm=1 and guest_mode=1; the kernel's vmx/svm enter_smm first does a "
-                   "nested VM-exit to L1 (facts §2.3: SMM and guest_mode never both)")
 def test_smi_in_l2_leaves_guest_mode_first():
     v = _booted("tdp")
     assert v.nested_enter().ok
