@@ -435,8 +435,17 @@ class VCpu:
 
     def emulated_permission_check(self):
         """Model of ``permission_fault`` being reached during emulation: refresh first (per
-        era) and return the CPU role whose bits the check would use."""
+        era) and return the CPU role whose bits the check would use.
+
+        With paging off nothing is refreshed: ``permission_fault`` runs only on paged
+        walks (``FNAME(walk_addr_generic)``; ``vcpu_mmio_gva_to_gpa`` tests
+        ``!is_paging`` first), so the 6.4 refresh is never reached, and the PG=0 role
+        keeps cr0_wp=0 as ``kvm_calc_cpu_role`` computes it."""
         self.step += 1
+        if not self.regs.cr0 & CR0.PG:
+            self._event("emulated access", "paging off: no page walk, permission_fault (and "
+                                           "its CR0.WP refresh) not reached")
+            return self._cpu_role
         self.kvm_mmu_refresh_passthrough_bits()
         return self._cpu_role
 

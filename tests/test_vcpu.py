@@ -336,3 +336,18 @@ def test_smi_in_l2_exits_to_l1_and_rsm_returns_to_l2(vendor, hook, reenter, kind
     assert reenter in [e.func for e in r.events]
     assert (v.cpu_role.base.smm, v.cpu_role.base.guest_mode) == (0, 1)
     assert v.nested_exit().ok and v.regs == l1 and not v.guest_mode
+
+
+def test_emulated_permission_check_with_paging_off_refreshes_nothing():
+    """6.4 VMX+EPT: a WP-only toggle with PG=0 does not exit; permission_fault is never
+    reached without paging, so cpu_role keeps cr0_wp=0 (the §2.3 'no paging' row)."""
+    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
+    assert v.set_cr0(int(CR0.ET | CR0.PE)).exited                 # PE is host-owned
+    assert not v.set_cr0(int(CR0.ET | CR0.PE | CR0.WP)).exited    # WP is the guest's
+    refreshes = v.stats["passthrough_refreshes"]
+    role = v.emulated_permission_check()
+    assert role.base.cr0_wp == 0 and role.base.direct == 1 and role.base.level == 0
+    assert v.stats["passthrough_refreshes"] == refreshes
+    assert "paging off" in v.events[-1].detail
+    # Turning paging on is a CR0.PG change: it exits and the role is recomputed with WP=1.
+    assert v.set_cr0(v.regs.cr0 | int(CR0.PG)).exited and v.cpu_role.base.cr0_wp == 1

@@ -353,10 +353,10 @@ class Driver:
             else:
                 v.far_jump(op[1])
         elif kind == "perm":
-            if not paging:
-                return          # permission_fault runs only on paged walks (xfail below)
             role = v.emulated_permission_check()
-            if v.era.wp_refresh_in_permission_fault and v.tdp_enabled:
+            if not paging:      # permission_fault runs only on paged walks: no refresh
+                assert role.base.cr0_wp == 0
+            elif v.era.wp_refresh_in_permission_fault and v.tdp_enabled:
                 assert role.base.cr0_wp == int(bool(r.cr0 & CR0.WP))
         elif kind == "bad":
             name, args, exc = BAD_CALLS[op[1]]
@@ -497,10 +497,6 @@ def test_smi_in_l2_leaves_guest_mode_first():
     assert not (v.cpu_role.base.smm and v.cpu_role.base.guest_mode)
 
 
-@pytest.mark.xfail(strict=True, reason="model corner: emulated_permission_check refreshes "
-                   "CR0.WP with paging off, giving a PG=0 cpu_role with cr0_wp=1, which "
-                   "kvm_calc_cpu_role never yields; the kernel reaches permission_fault only "
-                   "on paged walks")
 def test_refresh_with_paging_off_keeps_the_role_fresh():
     v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
     assert v.set_cr0(int(CR0.ET | CR0.PE | CR0.WP)).ok          # WP toggle, no exit
