@@ -378,10 +378,16 @@ class VCpu:
         if self.kind == "tdp":
             outcome = "created" if created else "reused"
             what = "new root allocated" if created else "live root with this role found"
-        else:
+        elif created or reused:
             outcome = "created" if created else "hash hit"
             what = (f"{created} root-level page(s) created, {reused} found in the hash"
                     if created else f"{reused} root-level page(s) found in the hash")
+        else:
+            # A PAE guest whose four PDPTEs are all not present: mmu_alloc_shadow_roots
+            # leaves every pae_root entry INVALID_PAE_ROOT; no shadow page is touched.
+            outcome = "no PAE root pages"
+            what = ("all PDPTEs not present: pae_root holds 4 invalid entries, no shadow "
+                    "page created or reused")
         self._event(f"kvm_mmu_load: {outcome}", f"{how}: {what}; hpa={root.hpa:#x}")
 
     def kvm_mmu_reload(self) -> None:

@@ -351,3 +351,14 @@ def test_emulated_permission_check_with_paging_off_refreshes_nothing():
     assert "paging off" in v.events[-1].detail
     # Turning paging on is a CR0.PG change: it exits and the role is recomputed with WP=1.
     assert v.set_cr0(v.regs.cr0 | int(CR0.PG)).exited and v.cpu_role.base.cr0_wp == 1
+
+
+def test_pae_root_with_no_present_pdpte_is_not_called_a_hash_hit():
+    """PAE guest, CR3 at a zeroed page: mmu_alloc_shadow_roots skips each not-present
+    PDPTE (INVALID_PAE_ROOT), so the load creates and reuses nothing."""
+    v = VCpu(kernel="6.4", mmu="shadow")
+    v.boot_protected(pae=True, cr3=0x9000)         # guest memory is all zero there
+    load = [e for e in v.events if e.func.startswith("kvm_mmu_load:")][-1]
+    assert load.func == "kvm_mmu_load: no PAE root pages"
+    assert "all PDPTEs not present" in load.detail and "hash" not in load.func
+    assert v.root.valid and v.root_object.sp is None and v.root_object.pages() == []
