@@ -784,9 +784,17 @@ class VCpu:
         return self._result(mark, exited=True)
 
     def nested_enter(self, l2_cr0: int | None = None, l2_cr3: int | None = None,
-                     l2_cr4: int | None = None, l2_efer: int | None = None) -> WriteResult:
+                     l2_cr4: int | None = None, l2_efer: int | None = None, *,
+                     l2_cs_l: bool | None = None) -> WriteResult:
         """VMLAUNCH/VMRUN of an L2 guest, minimal: L1's registers are saved, L2's loaded,
         guest_mode=1 and ``kvm_init_mmu`` runs (nested entry calls it directly).
+
+        ``l2_*`` default to L1's values.  L2's CS comes from the VMCS/VMCB guest state,
+        not from L1, so ``l2_cs_l`` (L2 executes 64-bit code) defaults to L1's CS.L only
+        for an L2 in IA-32e mode (EFER.LMA=1) and to False otherwise: outside IA-32e mode
+        CS.L is reserved and no 64-bit code runs (SDM Vol. 3A 3.4.5; VM entry does not
+        check it for such a guest, SDM 26.3.1.2), so the model clears it rather than
+        refusing the entry.  ``l2_cs_l=True`` for an L2 without EFER.LMA is a bad argument.
 
         Modelled: the guest_mode bit in the roles, so L2 gets roots of its own and L1's
         are freed or kept as the era dictates.  Not modelled: the separate ``guest_mmu``
@@ -800,6 +808,13 @@ class VCpu:
                    cr3=check_int("l2_cr3", r.cr3 if l2_cr3 is None else l2_cr3, 0, 1 << 64),
                    cr4=check_int("l2_cr4", r.cr4 if l2_cr4 is None else l2_cr4, 0, 1 << 64),
                    efer=check_int("l2_efer", r.efer if l2_efer is None else l2_efer, 0, 1 << 64))
+        l2_ia32e = bool(new.efer & EFER.LMA)
+        if l2_cs_l is not None and not isinstance(l2_cs_l, bool):
+            raise TypeError(f"l2_cs_l must be a bool or None, not {type(l2_cs_l).__name__}")
+        if l2_cs_l and not l2_ia32e:
+            raise ValueError(f"l2_cs_l=True needs an L2 in IA-32e mode (EFER.LMA=1), "
+                             f"l2_efer={new.efer:#x}")
+        cs_l = (self.cs_l and l2_ia32e) if l2_cs_l is None else l2_cs_l
         mark = self._begin()
         self._exit("VMLAUNCH/VMRUN")
         self._saved_l1 = (self.regs, self.cs_l)
@@ -811,9 +826,11 @@ class VCpu:
             self._saved_l1 = None
             self.kvm_mmu_reload()
             return self._result(mark, exited=True, fault=fault)
-        self.regs = new
+        self.regs, self.cs_l = new, cs_l
         self.guest_mode = True
-        self._event("nested entry", "L2 state loaded; guest_mode=1; kvm_init_mmu")
+        self._event("nested entry", "L2 state loaded; guest_mode=1; kvm_init_mmu"
+                    + ("; CS.L=0 (L2 not in IA-32e mode)"
+                       if self._saved_l1[1] and not l2_ia32e else ""))
         self.kvm_init_mmu()
         self.kvm_mmu_new_pgd(new.cr3)
         self.kvm_mmu_reload()

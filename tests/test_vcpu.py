@@ -362,3 +362,25 @@ def test_pae_root_with_no_present_pdpte_is_not_called_a_hash_hit():
     assert load.func == "kvm_mmu_load: no PAE root pages"
     assert "all PDPTEs not present" in load.detail and "hash" not in load.func
     assert v.root.valid and v.root_object.sp is None and v.root_object.pages() == []
+
+
+def test_nested_enter_clears_cs_l_for_an_l2_outside_ia32e_mode():
+    """L1 runs 64-bit code; a PAE L2 (EFER.LMA=0) cannot: CS.L is reserved outside IA-32e
+    mode (SDM 3.4.5), so the model enters it with CS.L=0 and gives L1's back on exit."""
+    v = VCpu(kernel="6.4", mmu="tdp")
+    v.boot_long_mode(cr3=0x5000)
+    assert v.cs_l
+    pae = dict(l2_cr0=int(CR0.ET | CR0.PE | CR0.NE | CR0.PG), l2_cr3=0x9000,
+               l2_cr4=int(CR4.PAE), l2_efer=0)
+    assert v.nested_enter(**pae).ok and v.guest_mode and not v.cs_l
+    # ... so L2 may turn its paging off (no "clearing PG in 64-bit mode" #GP)
+    assert v.set_cr0(int(CR0.ET | CR0.PE | CR0.NE)).ok
+    assert v.nested_exit().ok and v.cs_l
+    assert v.nested_enter().ok and v.cs_l                 # IA-32e L2: L1's CS.L kept
+    assert v.nested_exit().ok
+    assert v.nested_enter(l2_cs_l=False).ok and not v.cs_l
+    assert v.nested_exit().ok
+    with pytest.raises(ValueError, match="l2_cs_l=True needs an L2 in IA-32e mode"):
+        v.nested_enter(l2_cs_l=True, **pae)
+    with pytest.raises(TypeError, match="l2_cs_l"):
+        v.nested_enter(l2_cs_l=1)

@@ -338,10 +338,11 @@ class Driver:
             if v.smm or not paging or not r.cr0 & CR0.PE:
                 return          # VMLAUNCH/VMRUN needs L1 in paged protected mode, not SMM
             spec = op[1]
-            if v.cs_l and spec not in (None, "4-level", "5-level"):
-                return          # VM entry requires IA-32e L2 when CS.L=1 (SDM 26.3.1.2)
             kw = {} if spec is None else _l2_regs(spec, op[2])
-            self.write(lambda _: v.nested_enter(**kw), 0)
+            cs_l = v.cs_l
+            res = self.write(lambda _: v.nested_enter(**kw), 0)
+            if res.ok:          # L2's CS.L: L1's for an IA-32e L2, else 0 (no 64-bit code)
+                assert v.cs_l == (cs_l and bool(v.regs.efer & EFER.LMA))
         elif kind == "vmexit":
             if not v.guest_mode:
                 self.expect_refusal(ValueError, v.nested_exit)
