@@ -642,14 +642,26 @@ class VCpu:
 
     def set_cr3(self, value: int) -> WriteResult:
         """Guest MOV to CR3: with EPT/NPT no exit and no MMU work; otherwise
-        ``kvm_set_cr3`` -> ``kvm_mmu_new_pgd`` (fast PGD switch) and re-entry."""
+        ``kvm_set_cr3`` -> ``kvm_mmu_new_pgd`` (fast PGD switch) and re-entry.
+
+        Without an exit the CPU itself checks the value: bit 63 is stripped as NOFLUSH
+        only with CR4.PCIDE=1, and any bit at or above MAXPHYADDR left is reserved, so
+        the write raises #GP in the guest (a result with ``exited=False``; KVM never sees
+        it).  Values above bit 31 cannot come from 32-bit code; the model checks them the
+        same way as ``kvm_set_cr3`` does ("do not condition the GPA check on long mode")."""
         value = check_int("cr3", value, 0, 1 << 64)
         mark = self._begin()
         if not self._cr3_exits():
+            cr3 = value & ~X86_CR3_PCID_NOFLUSH if self.regs.cr4 & CR4.PCIDE else value
+            if cr3 >> self.maxphyaddr:
+                fault = self._gp_fault("MOV to CR3 without exit", _gp(
+                    f"cr3={cr3:#x}: bits above MAXPHYADDR={self.maxphyaddr} set (raised by "
+                    f"the CPU; no VM exit, KVM is not involved)"))
+                return self._result(mark, exited=False, fault=fault)
             self.stats["cr3_writes_no_exit"] += 1
             self._event("MOV to CR3 without exit", f"{value:#x}: CR3 is the guest's with "
                                                    "EPT/NPT; the MMU does nothing")
-            self.regs = self.regs.replace(cr3=value & ~X86_CR3_PCID_NOFLUSH)
+            self.regs = self.regs.replace(cr3=cr3)
             return self._result(mark, exited=False)
         self._exit("MOV to CR3")
         cr3 = value

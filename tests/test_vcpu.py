@@ -384,3 +384,25 @@ def test_nested_enter_clears_cs_l_for_an_l2_outside_ia32e_mode():
         v.nested_enter(l2_cs_l=True, **pae)
     with pytest.raises(TypeError, match="l2_cs_l"):
         v.nested_enter(l2_cs_l=1)
+
+
+@pytest.mark.parametrize("kind,vendor", [("tdp", "intel"), ("tdp", "amd"),
+                                         ("legacy", "intel")])
+def test_cr3_above_maxphyaddr_is_gp_without_exit_under_tdp(kind, vendor):
+    """With EPT/NPT MOV to CR3 does not exit; a reserved bit (>= MAXPHYADDR; bit 63
+    unless CR4.PCIDE makes it NOFLUSH) is a #GP the CPU raises itself (SDM MOV CR)."""
+    v = VCpu(kernel="6.4", mmu=kind, vendor=vendor, maxphyaddr=46)
+    v.boot_long_mode(cr3=0x5000)
+    before = (v.regs, v.root, Counter(v.stats))
+    for bad in (1 << 46, 1 << 63, (1 << 63) | 0x2000):         # PCIDE is off
+        r = v.set_cr3(bad)
+        assert not r.ok and r.fault.vector == 13 and r.fault.error_code == 0
+        assert not r.exited and "MAXPHYADDR" in r.fault.reason
+    assert (v.regs, v.root) == before[:2]
+    d = Counter(v.stats)
+    d.subtract(before[2])
+    assert +d == Counter(gp_faults=3)                 # no exit, no MMU work
+    # bit 63 is NOFLUSH with CR4.PCIDE=1: stripped, the write goes through
+    assert v.set_cr4(v.regs.cr4 | int(CR4.PCIDE)).ok
+    r = v.set_cr3((1 << 63) | 0x2000)
+    assert r.ok and not r.exited and v.regs.cr3 == 0x2000
