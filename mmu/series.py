@@ -31,7 +31,7 @@ __all__ = ["Patch", "PATCHES", "FOLLOW_UPS", "POSTINGS", "Message", "NAMING_DEBA
 
 #: What a patch does, in the words of the reviewer's table.
 KINDS = {
-    "refactor": "refactor: same behaviour, different code shape",
+    "refactor": "same behaviour, different code shape",
     "nfc": "no functional change intended; a field or function replaced",
     "deliberate": "deliberate change of a role bit (visible in the model)",
     "fix": "fix or hardening of a corner case",
@@ -212,8 +212,8 @@ FOLLOW_UPS: tuple[Patch, ...] = (
 #: The postings, with the fact sheet's tags.
 POSTINGS: tuple[tuple[str, str, str, str], ...] = (
     ("v1", "2022-02-04", "23 patches, \"KVM: MMU: MMU role refactoring\"", "[RR-v1-0]"),
-    ("v2", "2022-02-21", "25 patches, subjects now \"KVM: x86/mmu:\"; cpu_mode / "
-     "kvm_mmu_paging_mode names", "[RR-v2-15]"),
+    ("v2", "2022-02-21", "25 patches; \"KVM: x86/mmu:\" prefix; cpu_mode, kvm_mmu_paging_mode",
+     "[RR-v2-15]"),
     ("queue", "2022-04-02", "pushed to kvm.git queue", "[QUEUE]"),
     ("v3", "2022-04-14", "22 patches (21 Paolo + 1 Sean), cpu_role / kvm_cpu_role names",
      "[RR-v3-0]"),

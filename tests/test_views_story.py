@@ -190,7 +190,8 @@ def test_five_processes_and_pae_never_hit():
     assert pae.counts() == {"new-root": 2, "hash-hit": 4}
     assert all(s.slots[1:] == ("·",) * 3 for s in pae.steps)
     text = render_timeline(five).text
-    assert "✘ cache miss, ✔ hash hit" in text and "[current | prev_roots 0 1 2]" in text
+    assert "✘ miss, ✔ hash hit" in text and "[current | prev_roots 0 1 2]" in text
+    assert "✘ miss = fast_pgd_switch found no usable root" in text    # the legend
 
 
 def test_wp_pairs_empty_the_cache_per_era():
@@ -328,3 +329,72 @@ def test_cr0wp_widget_headless():
     assert "exit + kvm_init_mmu only: roots kept" in w.text
     w.set(vendor="intel")
     assert w.result.per_toggle["vm_exits"] == 0 and 'class="story-verdict"' in w.html.value
+
+
+# Static renders: text forms fit a notebook's output width; the cost figures say which
+# published figures were fitted; figures tell their series apart without colour.
+
+def _story_texts():
+    from mmu.legacy import nfc_report
+    from mmu.views import nested_view as nv, root_cache_view as rc, story_view as st
+    from mmu.widgets_story import Cr0WpStory, NestedExplorer, SeriesWalkthrough
+    yield "timeline", rc.render_timeline(rc.root_cache_timeline(5, switches=6)).text
+    yield "timeline wp", rc.render_timeline(rc.root_cache_timeline(
+        4, "5.19", "tdp", switches=6, wp_every=3)).text
+    yield "eras", rc.render_era_comparison(4, mmu="legacy", wp_every=3).text
+    yield "story", Cr0WpStory(kernel="5.19").text
+    yield "counts", st.render_counts(kernels=("5.18", "6.4")).text
+    yield "vmexit", st.render_vmexit().text
+    yield "ssdd", st.render_ssdd().text
+    yield "changes", st.render_changes().text
+    yield "refresh", st.refresh_demo().text
+    for kind in ("npt", "ept", "nested_mmu"):
+        yield kind, NestedExplorer(kind=kind).text
+    yield "separation", nv.render_separation(4).text
+    yield "smm trace", rc.render_timeline(nv.smm_guest_mode_trace()).text
+    yield "patches", sv.render_patch_list().text
+    yield "walk", SeriesWalkthrough(patch="2ba676774dfc").text
+    yield "walk all", sv.render_walkthrough_text()
+    yield "nfc", sv.render_nfc(nfc_report()).text
+    yield "naming", sv.render_naming().text
+
+
+def test_text_forms_fit_the_output_width():
+    for name, text in _story_texts():
+        widest = max(text.splitlines(), key=len)
+        assert len(widest) <= 110, (name, widest)
+
+
+def test_calibrated_figures_are_the_ones_mmu_cost_names():
+    """Every cell marked as fitted is named (by its value) in a calibrated constant's
+    status, and the vmexit held-out figures are not."""
+    from mmu import cost
+    from mmu.views import story_view as st
+    calibrated = " ".join(c.status for c in cost.CONSTANTS.values()
+                          if c.status.startswith("calibrated"))
+    for row, col in st.CALIBRATED_SSDD:
+        value = cost.PUBLISHED_SSDD[row][cost.COLUMNS.index(col)]
+        assert f"{value:g}" in calibrated, (row, col, value)
+    for kind, when in st.CALIBRATED_VMEXIT:
+        value = cost.PUBLISHED_VMEXIT[kind][("before", "after").index(when)]
+        assert str(value) in calibrated, (kind, when)
+    for held in (cost.PUBLISHED_VMEXIT["legacy"][1], *cost.PUBLISHED_VMEXIT["shadow"]):
+        assert str(held) not in calibrated
+    text = st.render_changes().text
+    assert "calibrated" in text and "held out" in text
+    assert "8.43*" in st.render_ssdd().text and "9.45*" not in st.render_ssdd().text
+
+
+def test_cost_figures_do_not_rely_on_colour():
+    """Published vs model: hatching and hollow vs filled markers; before vs after (vmexit)
+    and legacy vs TDP (ssdd): marker shape.  Read back from the SVG's legend text."""
+    from mmu.views import story_view as st
+    vm = st.render_vmexit().html
+    for label in ("published before", "model before", "published after", "model after"):
+        assert label in vm
+    assert "hollow markers" in vm and "hatched bars" in vm
+    ss = st.render_ssdd().html
+    for label in ("legacy published", "legacy model", "tdp published", "tdp model",
+                  "shadow published", "shadow model"):
+        assert label in ss
+    assert "hollow markers" in ss

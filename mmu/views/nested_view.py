@@ -20,8 +20,8 @@ import dataclasses
 
 from .. import roles
 from ..regs import make_regs
-from .common import Table, View, bullet_html, bullet_text, esc, hexword, role_field_table, \
-    wrap_html
+from .common import Table, View, bullet_html, esc, hexword, role_field_table, wrap_html
+from .root_cache_view import wrap_notes
 
 __all__ = ["KIND_LABELS", "MODES", "NestedParams", "NestedResult", "nested_roles",
            "render_nested", "separation", "render_separation", "smm_guest_mode_trace"]
@@ -136,7 +136,7 @@ def render_nested(res: NestedResult) -> View:
                                        res.root_role))
     else:
         tables.append(Table("root_role", ("field", "value"), (("(none)", "unused: no roots"),)))
-    text = "\n\n".join([head] + [t.text() for t in tables] + [bullet_text(res.notes)])
+    text = "\n\n".join([head] + [t.text() for t in tables] + [wrap_notes(res.notes)])
     html = f"<p><b>{esc(head)}</b></p>" + "".join(t.html() for t in tables) + \
         bullet_html(res.notes)
     return View(text, wrap_html(html, "nested-view"))
@@ -163,9 +163,9 @@ def separation(tdp_level: int = 4) -> list[tuple[str, str, roles.PageRole]]:
 def render_separation(tdp_level: int = 4) -> View:
     rows = separation(tdp_level)
     words = [r.word for _, _, r in rows]
-    t = Table(f"Root roles a nesting VM needs (L0 TDP {tdp_level}-level): distinct words, "
-              f"distinct roots", ("who runs", "MMU", "root_role.word", "direct", "guest_mode",
-                                  "smm", "shares a word with another row?"),
+    t = Table(f"Root roles a nesting VM needs (L0 TDP {tdp_level}-level); shared? = does "
+              f"another row have the same word", ("who runs", "MMU", "root_role.word",
+                                                  "direct", "guest_mode", "smm", "shared?"),
               tuple((who, mmu, hexword(r.word), str(r.direct), str(r.guest_mode), str(r.smm),
                      "yes ▲" if words.count(r.word) > 1 else "no ✔")
                     for who, mmu, r in rows))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections import Counter
 from typing import Callable, Sequence
 
@@ -29,7 +30,8 @@ from ..workloads import context_switches
 from .common import Table, View, bullet_html, bullet_text, esc, wrap_html
 
 __all__ = ["GUESTS", "OUTCOMES", "Step", "Timeline", "build_guest", "trace_steps",
-           "root_cache_timeline", "render_timeline", "slot_row", "render_era_comparison"]
+           "root_cache_timeline", "render_timeline", "slot_row", "render_era_comparison",
+           "wp_pair_totals", "legend", "wrap_notes", "TEXT_WIDTH"]
 
 GUESTS = ("64-bit", "PAE")
 
@@ -54,6 +56,14 @@ SHORT = {"start": "· start", "no-exit": "– no exit", "current-hit": "✔ curr
 #: Outcomes that follow a failed lookup or an unload, and the words put in front of them.
 _AFTER = ("hash-hit", "tdp-reused", "new-root")
 _PREFIX = {"miss": "✘ cache miss, ", "unload": "✘ all roots unloaded, "}
+#: The same, short, for the table column (the legend under the table spells them out).
+_SHORT_PREFIX = {"miss": "✘ miss, ", "unload": "✘ unloaded, "}
+#: What the short words mean, printed under a table for the outcomes that occur in it.
+_LEGEND = {"miss": "✘ miss = fast_pgd_switch found no usable root in current + prev_roots",
+           "unload": "✘ unloaded = kvm_mmu_reset_context freed the current root and all "
+                     "prev_roots (kvm_mmu_unload)"}
+#: Text forms stay within a notebook's output width (as in the other chapters' views).
+TEXT_WIDTH = 100
 
 _SLOT_HIT = re.compile(r"fast_pgd_switch: (current root|prev_roots\[(\d)\]) hit")
 
@@ -78,6 +88,28 @@ class Step:
         if self.outcome == "prev-hit":
             return text.replace("prev_roots hit", f"prev_roots[{self.slot}] hit")
         return _PREFIX.get(self.cause, "") + text
+
+    @property
+    def short_text(self) -> str:
+        """The outcome in a few words, for table cells (``✘ miss, ✔ hash hit``)."""
+        short = SHORT[self.outcome]
+        if self.outcome == "prev-hit":
+            short = f"✔ prev_roots[{self.slot}] hit"
+        return _SHORT_PREFIX.get(self.cause, "") + short
+
+
+def legend(steps: Sequence[Step]) -> tuple[str, ...]:
+    """What the short words of a table mean, for the outcomes and causes in ``steps``."""
+    used = {s.outcome for s in steps}
+    causes = {s.cause for s in steps if s.cause}
+    return (tuple(_LEGEND[c] for c in ("miss", "unload") if c in causes)
+            + tuple(OUTCOMES[k] for k in OUTCOMES if k in used and k != "start"))
+
+
+def wrap_notes(notes: Sequence[str], width: int = TEXT_WIDTH) -> str:
+    """Bullets wrapped to ``width`` columns (a static render does not wrap ``print``)."""
+    return "\n".join(textwrap.fill(n, width, initial_indent="  * ", subsequent_indent="    ")
+                     for n in notes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +228,7 @@ def root_cache_timeline(n_procs: int = 4, kernel: str = "6.4", mmu: str = "shado
                     ("MOV CR0: WP <- 1", lambda: v.set_cr0(v.regs.cr0 | int(CR0.WP)))]
     steps = trace_steps(v, ops, names)
     title = (f"{guest} guest, {n_procs} processes round robin, Linux {kernel}, mmu={mmu} "
-             f"({vendor})" + (f", CR0.WP toggled after every {wp_every} switches"
+             f"({vendor})" + (f", WP pair every {wp_every} switches"
                               if wp_every else ""))
     notes = _notes(mmu, guest, n_procs)
     if wp_every:
@@ -206,6 +238,15 @@ def root_cache_timeline(n_procs: int = 4, kernel: str = "6.4", mmu: str = "shado
                   "6.4 with TDP only re-runs kvm_init_mmu (01b31714bd90), and on Intel with "
                   "EPT the write does not even exit (fb509f76acc8).",)
     return Timeline(title, steps, notes)
+
+
+def wp_pair_totals(kernel: str, mmu: str, vendor: str = "intel", *, n_procs: int = 4,
+                   switches: int = 12, wp_every: int = 3) -> tuple[Counter, int]:
+    """(outcome counts, number of steps that unloaded all roots) of a round robin with a
+    CR0.WP pair after every ``wp_every``-th switch -- chapter 6's per-era checks."""
+    t = root_cache_timeline(n_procs, kernel, mmu, switches=switches, vendor=vendor,
+                            wp_every=wp_every)
+    return t.counts(), sum(s.cause == "unload" for s in t.steps)
 
 
 def _notes(mmu: str, guest: str, n: int) -> tuple[str, ...]:
@@ -233,23 +274,30 @@ def render_timeline(t: Timeline) -> View:
     """The steps as a table: op, exit, outcome, then the four slots [current | prev 0 1 2]."""
     if not isinstance(t, Timeline):
         raise TypeError(f"t must be a Timeline, not {type(t).__name__}")
-    rows = tuple((str(s.index), s.op, "exit" if s.exited else "no exit", s.outcome_text,
+    rows = tuple((str(s.index), s.op, "exit" if s.exited else "no exit", s.short_text,
                   *s.slots) for s in t.steps)
     classes = tuple("changed" if s.outcome in ("new-root", "hash-hit", "tdp-reused") else ""
                     for s in t.steps)
-    table = Table(t.title, ("step", "guest op", "VM exit", "outcome", "current root",
-                            "prev_roots[0]", "prev_roots[1]", "prev_roots[2]"), rows, classes)
+    table = Table(t.title, ("step", "guest op", "VM exit", "outcome", "current",
+                            "prev[0]", "prev[1]", "prev[2]"), rows, classes)
     counts = t.counts()
     summary = [f"{n} x {SHORT[k]}" for k, n in sorted(counts.items())]
     misses = sum(1 for s in t.steps if s.cause == "miss")
     unloads = sum(1 for s in t.steps if s.cause == "unload")
     summary += [f"{misses} x ✘ cache miss", f"{unloads} x ✘ all roots unloaded"]
     strip = "\n".join(f"{s.index:>4}  [{s.slots[0]:^10}|{' '.join(f'{x:^8}' for x in s.slots[1:])}]"
-                      f"  {_PREFIX.get(s.cause, '')}{SHORT[s.outcome]}" for s in t.steps)
-    text = "\n".join([table.text(), "", "slots after each step  [current | prev_roots 0 1 2]:",
-                      strip, "", "totals: " + "; ".join(summary), "", bullet_text(t.notes)])
-    html = (table.html("root-timeline") + f"<p>totals: {esc('; '.join(summary))}</p>"
-            + bullet_html(t.notes))
+                      f"  {s.short_text}" for s in t.steps)
+    words = legend(t.steps)
+    text = "\n".join([table.text(), "slots: current = mmu->root, prev[i] = prev_roots[i] "
+                      "(most recently used first), after the step", "",
+                      "outcomes:", wrap_notes(words), "",
+                      "slots after each step  [current | prev_roots 0 1 2]:",
+                      strip, "", textwrap.fill("totals: " + "; ".join(summary), TEXT_WIDTH),
+                      "", wrap_notes(t.notes)])
+    html = (table.html("root-timeline")
+            + "<p>slots: current = mmu-&gt;root, prev[i] = prev_roots[i] (most recently used "
+            "first), after the step</p><p>outcomes:</p>" + bullet_html(words)
+            + f"<p>totals: {esc('; '.join(summary))}</p>" + bullet_html(t.notes))
     return View(text, wrap_html(html, "root-cache"))
 
 
@@ -270,7 +318,7 @@ def render_era_comparison(n_procs: int = 4, mmu: str = "shadow", guest: str = "6
     rows = tuple((f"Linux {kernel}", *(str(c.get(k, 0)) for k in cols), str(why["miss"]),
                   str(why["unload"])) for kernel, (c, why) in per_era.items())
     wp = f", CR0.WP pair every {wp_every} switches" if wp_every else ""
-    t = Table(f"{guest} guest, {n_procs} processes, {switches} CR3 loads{wp}, mmu={mmu} "
-              f"({vendor}): outcomes of every step, per kernel era",
+    t = Table(f"mmu={mmu} ({vendor}), {guest} guest, {n_procs} processes, {switches} CR3 "
+              f"loads{wp}: outcomes per era",
               ("kernel", *(SHORT[k] for k in cols), "✘ cache misses", "✘ unloads"), rows)
     return View(t.text(), wrap_html(t.html(), "root-cache-eras"))

@@ -12,6 +12,7 @@ nothing is recomputed here.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Callable
 
 from .. import legacy, roles
@@ -21,6 +22,7 @@ from ..series import (FOLLOW_UPS, KINDS, NAME_CANDIDATES, NAME_CHANGES, NAMING_D
                       PATCHES, POSTINGS, Patch, patch as find_patch)
 from .common import (CHANGED, SAME, Table, View, bullet_html, bullet_text, esc, hexword,
                      marker, role_field_table, wrap_html)
+from .root_cache_view import TEXT_WIDTH, wrap_notes
 
 __all__ = ["SeriesState", "Side", "Demo", "DEMOS", "SIDES", "MODES", "demo",
            "render_patch_list", "render_patch", "render_walkthrough_text", "render_nfc",
@@ -318,29 +320,58 @@ def demo(key: "str | int | Patch", state: SeriesState | None = None) -> Demo:
 
 # ---- rendering -------------------------------------------------------------------------
 
+#: Every merged subject starts with this prefix unless the table shows another.
+SUBJECT_PREFIX = "KVM: x86/mmu: "
+
+
+def _initials(name: str) -> str:
+    return "".join(w[0] for w in name.split())
+
+
 def _patch_rows(patches) -> tuple[tuple[str, ...], ...]:
-    return tuple((str(p.order), p.hash, p.subject, p.author, p.kind,
-                  "✔ demo" if p.demo else "– none") for p in patches)
+    return tuple((str(p.order), p.hash, p.subject.removeprefix(SUBJECT_PREFIX),
+                  _initials(p.author), p.kind, "✔ demo" if p.demo else "– none")
+                 for p in patches)
 
 
 def render_patch_list() -> View:
     """The merged series in mainline order, then the two follow-ups, and the postings."""
-    head = ("#", "mainline hash", "subject", "author", "kind", "model before/after")
-    t1 = Table("The 21 merged patches, in mainline order (Linux 5.19; [LINUS-0527])", head,
-               _patch_rows(PATCHES))
+    head = ("#", "hash", "subject", "by", "kind", "model")
+    t1 = Table(f"The 21 merged patches (Linux 5.19, [LINUS-0527]); subjects start with "
+               f"\"{SUBJECT_PREFIX.strip()}\"", head, _patch_rows(PATCHES))
     t2 = Table("Merged right after the series (same pull)", head, _patch_rows(FOLLOW_UPS))
     t3 = Table("Postings", ("version", "date", "what", "source"), POSTINGS)
-    kinds = [f"{k}: {v}" for k, v in KINDS.items()]
-    text = "\n\n".join([t3.text(), t1.text(), t2.text(), "kinds:\n" + bullet_text(kinds)])
-    html = t3.html() + t1.html() + t2.html() + bullet_html(kinds)
+    authors = sorted({p.author for p in PATCHES + FOLLOW_UPS})
+    legend = [f"{k}: {v}" for k, v in KINDS.items()]
+    legend += ["by: " + ", ".join(f"{_initials(a)} = {a}" for a in authors),
+               "model: ✔ demo = the widget shows this patch's effect (5.18 vs 5.19 model); "
+               "– none = the patch only reshapes code"]
+    text = "\n\n".join([t3.text(), t1.text(), t2.text(), "columns:\n" + wrap_notes(legend)])
+    html = t3.html() + t1.html() + t2.html() + bullet_html(legend)
     return View(text, wrap_html(html, "series-list"))
 
 
 def _side_text(side: Side) -> str:
     parts = [side.label]
     parts += [t.text() for t in side.tables]
-    parts += [f"  {line}" for line in side.lines]
+    parts += [textwrap.fill(line, TEXT_WIDTH, initial_indent="  ", subsequent_indent="    ")
+              for line in side.lines]
     return "\n".join(parts)
+
+
+def _fill(label: str, text: str) -> str:
+    return textwrap.fill(f"{label}{text}", TEXT_WIDTH, subsequent_indent="    ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _patch_text(d: Demo, sides: tuple[str, ...]) -> str:
+    p = d.patch
+    head = f"[{p.order}] {p.hash} {p.subject}  ({p.author}; {p.kind})"
+    return "\n".join([_fill("", head), _fill("what: ", p.what),
+                      _fill("touches: ", ", ".join(p.touches)),
+                      f"sources: {' '.join(p.sources)}", f"state: {d.state.describe()}", ""]
+                     + [_side_text(d.side(sd)) + "\n" for sd in sides]
+                     + [_fill("verdict: ", d.verdict)])
 
 
 def _side_html(side: Side) -> str:
@@ -355,9 +386,7 @@ def render_patch(d: Demo, side: str = "after") -> View:
     sd = d.side(side)
     p = d.patch
     head = f"[{p.order}] {p.hash} {p.subject}  ({p.author}; {p.kind})"
-    text = "\n".join([head, f"what: {p.what}", f"touches: {', '.join(p.touches)}",
-                      f"sources: {' '.join(p.sources)}", f"state: {d.state.describe()}", "",
-                      _side_text(sd), "", f"verdict: {d.verdict}"])
+    text = _patch_text(d, (side,))
     html = (f'<div class="patch-head"><b>{esc(head)}</b></div><p>{esc(p.what)}</p>'
             f"<p>touches: <code>{esc(', '.join(p.touches))}</code>; sources: "
             f"{esc(' '.join(p.sources))}</p><p>state: {esc(d.state.describe())}</p>"
@@ -372,10 +401,10 @@ def render_walkthrough_text(state: SeriesState | None = None) -> str:
     for p in PATCHES + FOLLOW_UPS:
         d = demo(p, state)
         if p.demo is None:
-            out.append(f"[{p.order}] {p.hash} {p.subject}\n  {p.what}\n  verdict: {d.verdict}")
+            out.append("\n".join([_fill("", f"[{p.order}] {p.hash} {p.subject}"),
+                                  _fill("  ", p.what), _fill("  verdict: ", d.verdict)]))
         else:
-            out.append(render_patch(d, "before").text + "\n"
-                       + _side_text(d.after) + f"\n  (after) verdict: {d.verdict}")
+            out.append(_patch_text(d, SIDES))
     return ("\n" + "-" * 78 + "\n").join(out)
 
 
@@ -404,12 +433,27 @@ def render_nfc(report: NfcReport) -> View:
             s += f"  Example: {r.example}"
         notes.append(s)
     cfg = "configurations: " + ", ".join(report.configs)
-    return View("\n".join([t.text(), "", cfg, "", "why:", bullet_text(notes)]),
+    return View("\n".join([t.text(), "", _fill("", cfg), "", "why:", wrap_notes(notes)]),
                 wrap_html(t.html() + f"<p>{esc(cfg)}</p>" + bullet_html(notes), "nfc-report"))
 
 
+def _records(caption: str, records) -> str:
+    """A table too wide for a text line, as records: a headline, then the long cell
+    wrapped and indented (Message-Ids and names are never broken)."""
+    out = [caption]
+    for headline, body in records:
+        out.append(_fill("  ", headline))
+        out.append(textwrap.fill(body, TEXT_WIDTH, initial_indent="      ",
+                                 subsequent_indent="      ", break_long_words=False,
+                                 break_on_hyphens=False))
+    return "\n".join(out)
+
+
 def render_naming() -> View:
-    """Who proposed which name, the candidates' fate, and the old -> new name table."""
+    """Who proposed which name, the candidates' fate, and the old -> new name table.
+
+    The HTML has the three tables; the text form prints each row as a record (headline
+    and wrapped text), since the messages' positions do not fit a text table."""
     t1 = Table("The naming discussion, in date order (kvm@vger.kernel.org)",
                ("date", "author", "source", "Message-Id", "position"),
                tuple((m.date, m.author, m.tag, m.message_id, m.position)
@@ -420,5 +464,11 @@ def render_naming() -> View:
                      for c in NAME_CANDIDATES))
     t3 = Table("Old name (5.18) -> new name (5.19)", ("old", "new", "commit", "note"),
                tuple((n.old, n.new, n.commit, n.note) for n in NAME_CHANGES))
-    return View("\n\n".join(t.text() for t in (t1, t2, t3)),
-                wrap_html(t1.html() + t2.html() + t3.html(), "naming-debate"))
+    text = "\n\n".join([
+        _records(t1.caption, ((f"{m.date}  {m.author}  {m.tag}  {m.message_id}", m.position)
+                              for m in NAMING_DEBATE)),
+        _records(t2.caption, ((f"{c.name}: {c.proposed_by}, {c.date} {c.tag}", c.outcome)
+                              for c in NAME_CANDIDATES)),
+        _records(t3.caption, ((f"{n.old} -> {n.new}  ({n.commit})", n.note)
+                              for n in NAME_CHANGES))])
+    return View(text, wrap_html(t1.html() + t2.html() + t3.html(), "naming-debate"))
