@@ -43,10 +43,11 @@ class WpChangeProblem(RoleChangeProblem):
     flips = (("cr0", CR0.WP),)
 
 
-_EXIT_WHY = ("VMX with EPT in 6.4 (and 6.1.y backports) makes CR0.WP guest-owned: flipping "
+_EXIT_WHY = ("VMX with EPT in 6.4 makes CR0.WP guest-owned (fb509f76acc8; the kernels here "
+             "are as released, so 6.1 does not have the later 6.1.y backport): flipping "
              "only WP does not exit.  SVM has no per-bit CR0 intercept, and without EPT "
              "(shadow paging) KVM must see WP: those exit.")
-_RESET_WHY = ("kvm_post_set_cr0: before 6.4 (and the 6.1.y backport) any change of a "
+_RESET_WHY = ("kvm_post_set_cr0: before 6.4 (6.1 as released) any change of a "
               "KVM_MMU_CR0_ROLE_BITS bit (PG, WP) calls kvm_mmu_reset_context, which unloads "
               "every root.  From 6.4, a WP-only change with TDP only calls kvm_init_mmu.  "
               "Shadow paging always resets: cr0_wp is in its root role.  No exit, no reset.")
@@ -88,7 +89,8 @@ class WpCostProblem(Problem):
         how = {"tdp": "TDP (EPT/NPT with the TDP MMU)", "shadow": "shadow paging"}[self.mmu]
         which = "clears CR0.WP" if self.flips == 1 else "clears CR0.WP, then sets it again"
         last = "this write" if self.flips == 1 else "the second write (setting WP)"
-        return (f"Linux {self.kernel}, {self.vendor.upper()} host, {how}.  A booted 64-bit "
+        return (f"Linux {self.kernel} (as released), {self.vendor.upper()} host, {how}.  "
+                f"A booted 64-bit "
                 f"guest kernel (CR0.WP=1) {which}.  For {last}: does it cause a VM exit?  Does "
                 f"KVM unload the roots (kvm_mmu_reset_context)?  Where does the root come from "
                 f"at the next entry, one of {OUTCOMES}?")

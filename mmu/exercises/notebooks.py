@@ -225,6 +225,10 @@ def build_lab(kind: str) -> nbformat.NotebookNode:
     for n, (heading, text, difficulty, seed) in enumerate(spec["exercises"], 1):
         nb.cells += _exercise_cells(kind, n, heading, text, difficulty, seed, used)
     nb.cells += spec.get("extra", [])
+    for i, cell in enumerate(nb.cells):
+        # Stable ids (nbformat draws random ones), so regenerating a lab only changes
+        # the cells whose text changed.
+        cell["id"] = f"{kind}-{i:02d}"
     nbformat.validate(nb)
     return nb
 

@@ -31,6 +31,20 @@ KIND = "permissions"
 #: The answers the "rule" step accepts, in the order a student should test them.
 RULES = ("none", "not present", "RSVD", "U/S", "R/W", "XD", "SMEP", "SMAP", "PK")
 
+#: Each rule in one sentence: when it refuses an access (SDM Vol. 3A 4.6).
+_RULE_TEXT = {
+    "not present": "an entry on the way has P=0",
+    "RSVD": "an entry has a reserved bit set (here: XD=1 while EFER.NXE=0)",
+    "U/S": "a CPL-3 access to a page with U/S=0 at some level",
+    "R/W": "a write to a page with R/W=0 at some level, by user code, or by the kernel when "
+           "CR0.WP=1",
+    "XD": "a fetch from a page with XD=1 at some level, EFER.NXE=1",
+    "SMEP": "a supervisor fetch from a user page, CR4.SMEP=1",
+    "SMAP": "a supervisor read or write of a user page with CR4.SMAP=1 and RFLAGS.AC=0",
+    "PK": "a read or write of a user page whose key has PKRU.AD=1, or PKRU.WD=1 for a write "
+          "that R/W would check (user code, or the kernel with CR0.WP=1)",
+}
+
 _RULES_WHY = (
     "Test the rules in order: U/S (a CPL-3 access to a page with U/S=0 at some level), "
     "R/W (a write to a page with R/W=0 at some level, by user code, or by the kernel when "
@@ -142,7 +156,44 @@ class ErrorCodeProblem(Problem):
             return step.value == "none"
         return super()._same(step, given)
 
+    def _candidates(self) -> list[str]:
+        """The rules that can concern this access at all (its kind, CPL and the control
+        registers), in checking order -- not which of them fires."""
+        r, user, a = self.regs, self.cpl == 3, self.access
+        out = ["not present"] + (["RSVD"] if not r.nx else [])   # XD=1 is reserved only then
+        out += ["U/S"] if user else []
+        out += ["R/W"] if a == "write" else []
+        out += ["XD"] if a == "fetch" and r.nx else []
+        out += ["SMEP"] if a == "fetch" and not user and r.smep else []
+        out += ["SMAP"] if a != "fetch" and not user and r.smap else []
+        out += ["PK"] if a != "fetch" and r.pke else []
+        return out
+
+    def _who(self) -> str:
+        return f"{'user (CPL 3)' if self.cpl == 3 else 'supervisor (CPL 0)'} {self.access}"
+
+    def _checklist(self) -> str:
+        return ("; ".join(f"{n}: {_RULE_TEXT[n]}" for n in self._candidates())
+                + ".  A page's rights are the AND over all four levels (a user page has U/S=1 "
+                  "at every level, a writable one R/W=1 at every level).")
+
     def _hint(self, step: Step, given: Any) -> str:
+        if step.name == "fault":
+            return (f"{_shown(step, given)} is not right.  For a {self._who()} with these "
+                    f"registers only these rules can refuse the access; test each against "
+                    f"the entries -- {self._checklist()}")
+        if step.name == "rule" and isinstance(given, str):
+            g = next((r for r in RULES if r.lower() == given.strip().lower()), None)
+            if g is None:
+                return f"{given!r} is not a rule name: answer one of {RULES}."
+            if g != "none" and g not in self._candidates():
+                return (f"{g} cannot decide a {self._who()} with these registers "
+                        f"({g}: {_RULE_TEXT[g]}).  The rules that can -- {self._checklist()}")
+            if g == "none":
+                return (f"'none' is not right: some rule refuses this {self._who()}.  Test "
+                        f"each -- {self._checklist()}")
+            return (f"{g} does not refuse this access ({g}: {_RULE_TEXT[g]}).  Test the other "
+                    f"rules that can concern a {self._who()} -- {self._checklist()}")
         if step.name == "error code" and isinstance(given, int) and not isinstance(given, bool):
             if step.value == 0:
                 return "there is no fault, so there is no error code: answer 0."

@@ -32,13 +32,17 @@ KIND = "root_reuse"
 
 OUTCOMES = ("kept", "prev_roots", "found", "new")
 
-_CR3_SHADOW = ("Under shadow paging a MOV to CR3 exits to kvm_mmu_new_pgd: fast_pgd_switch "
+_CR3_SHADOW = ("Write down the 1 + 3 slots (current, prev_roots[0..2]) after every step.  "
+               "Under shadow paging a MOV to CR3 exits to kvm_mmu_new_pgd: fast_pgd_switch "
                "searches the current root and prev_roots[0..2] for one with this CR3 and the "
                "current root_role ('prev_roots'; the old current root becomes prev_roots[0], "
                "the least recently used one falls out).  On a miss kvm_mmu_load looks up the "
                "per-VM hash by (gfn of CR3, root_role): 'found' if that shadow page still "
                "exists, else 'new'.")
-_CR3_TDP = "With EPT/NPT a guest MOV to CR3 does not exit: the root is 'kept'."
+_CR3_TDP = ("With EPT/NPT, does a guest MOV to CR3 reach KVM at all?  kvm_set_cr3 runs only "
+            "when CR3 loads are intercepted (facts §3.2), and a TDP root maps guest-physical "
+            "addresses for every process (role.direct, so the PGD is not compared).  Ask what "
+            "KVM would have to do with the root, and when.")
 _WP = ("A CR0.WP-only toggle: on Intel with EPT in 6.4 WP is guest-owned and does not exit "
        "('kept'); 6.4 with TDP otherwise only re-runs kvm_init_mmu ('kept').  Before 6.4, and "
        "always with shadow paging, kvm_post_set_cr0 calls kvm_mmu_reset_context, which "
