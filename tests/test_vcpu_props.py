@@ -109,6 +109,8 @@ OPS = st.one_of(
     st.tuples(st.just("efer"), _value(EFER_BITS, 64)),
     st.tuples(st.just("efer^"), st.sampled_from(EFER_BITS)),
     st.tuples(st.just("cr3"), st.sampled_from(CR3_POOL)),
+    # same frame, other PWT/PCD/PCID bits: a second pgd for the same root page
+    st.tuples(st.just("cr3^"), st.sampled_from([0x8, 0x10, 0x18, 0x1])),
     st.tuples(st.just("boot_long"), st.booleans(), st.booleans(), st.booleans()),
     st.tuples(st.just("boot_prot"), st.booleans(), st.booleans(), st.booleans(),
               st.sampled_from(_pae_cr3s() + (0x1000,))),
