@@ -25,8 +25,9 @@ root-cache rules (§5), never from the vCPU's own bookkeeping.
 (f) only ValueError/TypeError escape, only for bad arguments or calls in the wrong state,
     and they leave the vCPU and its VM exactly as they were.
 
-Operations the kernel can never perform are not generated; where the model accepts them
-anyway, a strict xfail test below records the model bug with a minimal reproducer.
+Operations the kernel can never perform are not generated.  The model bugs these
+properties found are fixed; their minimal reproducers stay below as regression tests
+(a new bug belongs there as a strict xfail until it is fixed).
 """
 from __future__ import annotations
 
@@ -466,7 +467,7 @@ def test_checks_catch_a_corrupted_vcpu():
         check_roles(w, True)
 
 
-# -- model bugs found by the properties (minimal reproducers) ----------------------------
+# -- model bugs found by the properties, now fixed (minimal reproducers) -----------------
 def test_same_gfn_two_pgds_then_unload():
     """One shadow page, two cached pgds (same gfn, PWT set): both references are put."""
     v = _booted("shadow")
