@@ -342,7 +342,7 @@ def render_patch_list() -> View:
     t2 = Table("Merged right after the series (same pull)", head, _patch_rows(FOLLOW_UPS))
     t3 = Table("Postings", ("version", "date", "what", "source"), POSTINGS)
     authors = sorted({p.author for p in PATCHES + FOLLOW_UPS})
-    legend = [f"{k}: {v}" for k, v in KINDS.items()]
+    legend = [f"kind {k}: {v}" for k, v in KINDS.items()]
     legend += ["by: " + ", ".join(f"{_initials(a)} = {a}" for a in authors),
                "model: ✔ demo = the widget shows this patch's effect (5.18 vs 5.19 model); "
                "– none = the patch only reshapes code"]
