@@ -351,7 +351,8 @@ _WHY = {
     "states share a root (TDP)":
         "Consequence of the TDP role change: in 5.19 all states with the same SMM/guest "
         "mode share one TDP root; in 5.18 a CR0.WP or EFER.NX toggle (with paging on) or "
-        "a CR0.PG toggle (unless WP=NX=0, when both words are 0x784) needed another root -- the grsecurity slowdown.",
+        "a CR0.PG toggle (unless WP=NX=0, when both words are 0x784) needed another "
+        "root -- the grsecurity slowdown.",
     "states share a root (shadow)":
         "Consequence of the forced efer_nx: paging-on states whose 5.18 roots differed only "
         "in the guest's EFER.NX share one shadow root in 5.19.",
