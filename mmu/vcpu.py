@@ -47,7 +47,7 @@ from .root_cache import (KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOTS_ALL, RootCache, Roo
 from .walker import Fault
 
 __all__ = ["VCpu", "Vm", "Event", "WriteResult", "Preview", "MMU_KINDS", "VENDORS",
-           "KVM_MMU_CR0_ROLE_BITS", "KVM_MMU_CR4_ROLE_BITS"]
+           "KVM_MMU_CR0_ROLE_BITS", "KVM_MMU_CR4_ROLE_BITS", "RESET_CR0"]
 
 MMU_KINDS = ("tdp", "legacy", "shadow")
 VENDORS = ("intel", "amd")
@@ -63,6 +63,13 @@ _CR0_DEFINED = int(CR0.PE | CR0.MP | CR0.EM | CR0.TS | CR0.ET | CR0.NE | CR0.WP 
                    | CR0.NW | CR0.CD | CR0.PG)
 _CR4_DEFINED = int(sum(CR4))
 _EFER_DEFINED = int(sum(EFER))
+#: CR0 after RESET: x86.c ``kvm_vcpu_reset`` (5.15+; before, ``vmx_vcpu_reset`` and
+#: ``init_vmcb`` wrote the same value) sets ET, and CD|NW on RESET (kept on INIT):
+#: caches off, as on bare metal, until firmware or the booting kernel clears them.
+RESET_CR0 = int(CR0.ET | CR0.CD | CR0.NW)
+#: The CR0 bits ``svm_set_cr0`` clears from the hardware CR0 under
+#: KVM_X86_QUIRK_CD_NW_CLEARED, a quirk KVM enables by default (QEMU leaves it on).
+_SVM_CD_NW_CLEARED = int(CR0.CD | CR0.NW)
 X86_CR3_PCID_NOFLUSH = 1 << 63
 _PCID_MASK = 0xFFF
 
@@ -142,7 +149,8 @@ class Vm:
 
 
 class VCpu:
-    """One vCPU, reset into real mode (CR0=ET, paging off), with an invalid root.
+    """One vCPU, reset into real mode (CR0 = :data:`RESET_CR0` = ET|CD|NW: caches and
+    paging off), with an invalid root.
 
     ``kernel`` is an era name ("5.15", "5.18", "5.19", "6.1", "6.4") or an Era;
     ``**features`` override era flags (``VCpu(kernel="6.1", cr0_wp_tdp_no_unload=True)``).
@@ -162,7 +170,7 @@ class VCpu:
         self.vm = vm
         self.maxphyaddr = check_int("maxphyaddr", maxphyaddr, 36, 53)
         self.max_events = check_int("max_events", max_events, 0, 1 << 40)
-        self.regs = Regs(cr0=int(CR0.ET), cr3=0, cr4=0, efer=0)
+        self.regs = Regs(cr0=RESET_CR0, cr3=0, cr4=0, efer=0)      # kvm_vcpu_reset
         self.smm = False
         self.guest_mode = False
         self.cs_l = False            # executing 64-bit code (CS.L); set by boot_long_mode
@@ -457,6 +465,23 @@ class VCpu:
 
     # -- exits -------------------------------------------------------------------------------
     def _cr0_exits(self, old: int, new: int) -> tuple[bool, str]:
+        """Does a guest MOV to CR0 (``old`` -> ``new``) exit?  (exit, reason).
+
+        VMX: an exit iff a bit outside the guest-owned set changes against the CR0 read
+        shadow (SDM 25.1.3; ``vmx_l1_guest_owned_cr0_bits``, facts §3.3).  CD and NW are
+        host-owned, and ``vmx_set_cr0`` keeps the guest's value in CR0_READ_SHADOW while
+        dropping them from GUEST_CR0 (KVM_VM_CR0_ALWAYS_OFF: VMX runs with CD=NW=0 and
+        KVM emulates CD through the EPT memory type).  The read shadow hides that, so a
+        guest with CD=1 is not intercepted any more than one with CD=0: a TS-only write
+        still does not exit.
+
+        SVM (``svm_set_cr0``, 5.12+ form with ``hcr0``; the intercepts follow the CR0
+        KVM last installed, i.e. ``old``): the hardware CR0 is the guest's, plus PG|WP
+        without NPT, minus CD|NW under KVM_X86_QUIRK_CD_NW_CLEARED (on by default).  If
+        it differs from the guest's CR0, INTERCEPT_CR0_READ/WRITE are set and every CR0
+        access exits -- so from RESET (CD|NW set) until the guest clears CD and NW even a
+        TS-only write exits.  Otherwise only the selective CR0 write intercept is left,
+        which ignores changes to TS and MP (AMD APM 15.9)."""
         diff = old ^ new
         if self.vendor == "intel":
             owned = int(CR0.TS)
@@ -466,12 +491,17 @@ class VCpu:
                 return True, "a host-owned bit changed (CR0 guest/host mask)"
             return False, ("only guest-owned bits changed "
                            f"({'WP|TS' if owned & CR0.WP else 'TS'}): no exit")
-        # svm_set_cr0: without NPT KVM forces PG|WP in the hardware CR0; when that differs
-        # from the guest's value every CR0 access is intercepted, else only the
-        # "selective CR0 write" intercept (changes to bits other than TS/MP).
-        hcr0 = old | (0 if self.tdp_enabled else int(CR0.PG | CR0.WP))
+        forced = 0 if self.tdp_enabled else int(CR0.PG | CR0.WP)
+        hcr0 = (old | forced) & ~_SVM_CD_NW_CLEARED
         if hcr0 != old:
-            return True, "INTERCEPT_CR0_WRITE (hardware CR0 differs from the guest's)"
+            why = []
+            if (old | forced) != old:
+                why.append("PG|WP forced on without NPT")
+            if old & _SVM_CD_NW_CLEARED:
+                why.append(f"{'CD|NW' if old & CR0.NW else 'CD'} cleared by "
+                           "KVM_X86_QUIRK_CD_NW_CLEARED")
+            return True, ("INTERCEPT_CR0_WRITE: the hardware CR0 differs from the guest's ("
+                          + "; ".join(why) + ")")
         if diff & ~int(CR0.TS | CR0.MP):
             return True, "selective CR0 write intercept (SVM has no per-bit CR0 control)"
         return False, "only TS/MP changed: no exit"
@@ -873,7 +903,11 @@ class VCpu:
     def boot_protected(self, *, pae: bool = False, cr3: int = 0x1000, nx: bool = True,
                        wp: bool = True) -> list[WriteResult]:
         """Real mode -> protected mode with 32-bit or PAE paging, in the order a 32-bit
-        Linux does it: CR0.PE, CR4 (PSE[, PAE]), CR3, EFER.NX (PAE only), CR0.PG|WP."""
+        Linux does it: CR0.PE, CR4 (PSE[, PAE]), CR3, EFER.NX (PAE only), CR0.PG|WP.
+
+        The first CR0 write (ET|PE|NE) also clears the CD|NW left by RESET
+        (:data:`RESET_CR0`): firmware turns the caches on before any kernel runs, and a
+        running kernel's CR0 has neither bit.  The model folds that into one write."""
         self._check_real_mode("boot_protected")
         base = int(CR0.ET | CR0.PE | CR0.NE)
         out = [self.set_cr0(base)]
@@ -889,7 +923,8 @@ class VCpu:
                        ) -> list[WriteResult]:
         """Real mode -> 4/5-level long mode as a 64-bit kernel's entry does: CR0.PE,
         CR4.PAE|PSE[|LA57], CR3, EFER.LME|SCE[|NX], CR0.PG|WP (LMA becomes 1), far jump to
-        64-bit code, then the kernel's own CR4 features (PGE, SMEP, SMAP) in one write."""
+        64-bit code, then the kernel's own CR4 features (PGE, SMEP, SMAP) in one write.
+        As in :meth:`boot_protected`, the first CR0 write clears RESET's CD|NW."""
         self._check_real_mode("boot_long_mode")
         base = int(CR0.ET | CR0.PE | CR0.NE)
         out = [self.set_cr0(base)]

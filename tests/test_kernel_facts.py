@@ -11,11 +11,13 @@ for which trees were available):
 * [KSVM] ``arch/x86/kvm/svm/nested.c`` ``nested_svm_init_mmu_context`` (5.14+) and
   ``arch/x86/kvm/svm/svm.c`` ``svm_set_cr0`` (5.12+ form with ``hcr0``).
 * [KX86] ``arch/x86/kvm/x86.c`` ``kvm_vcpu_reset`` (5.15+: "CR0.CD/NW are set on RESET").
+* [KVMX] ``arch/x86/kvm/vmx/vmx.c`` ``vmx_set_cr0`` (CR0_READ_SHADOW = the guest's CR0,
+  GUEST_CR0 without KVM_VM_CR0_ALWAYS_OFF = NW|CD; same in 5.x and 6.x copies).
 * [KTDP] upstream edbdb43fc96b "KVM: x86: Preserve TDP MMU roots until they are explicitly
   invalidated", merged in the 6.4 merge window (listed with "Merge tag 'net-next-6.4'").
 
-Tests marked ``xfail(strict=True)`` are discrepancies between the model and the kernel;
-they start passing (and so fail as XPASS) the day the model is fixed.
+Tests marked ``xfail(strict=True)`` were discrepancies between the model and the kernel;
+each marker was removed when the model was fixed (none is left).
 """
 from __future__ import annotations
 
@@ -162,24 +164,40 @@ def test_child_role_of_4_byte_gpte_parent_direct_child_gets_quadrant():
 
 
 # --- 6. CR0 at RESET and SVM's CR0 intercept ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "x86.c kvm_vcpu_reset (5.15+): CR0 = ET|CD|NW (0x60000010) on RESET; the model boots "
-    "with CR0 = ET (0x10)"))
 def test_reset_cr0_has_cd_nw():
-    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
-    assert v.regs.cr0 == int(CR0.ET | CR0.CD | CR0.NW)
+    """[KX86] kvm_vcpu_reset (5.15+): new_cr0 = ET, plus NW|CD on RESET (kept on INIT),
+    i.e. 0x10 | 0x2000_0000 | 0x4000_0000 = 0x6000_0010, for every vendor and MMU."""
+    for vendor in ("intel", "amd"):
+        for mmu in ("tdp", "legacy", "shadow"):
+            v = VCpu(kernel="6.4", mmu=mmu, vendor=vendor)
+            assert v.regs.cr0 == int(CR0.ET | CR0.CD | CR0.NW) == 0x6000_0010
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "svm.c svm_set_cr0: with KVM_X86_QUIRK_CD_NW_CLEARED (default) hcr0 drops CD/NW, so "
-    "while the guest has CR0.CD or NW set hcr0 != cr0 and INTERCEPT_CR0_WRITE is on: even "
-    "a TS-only MOV to CR0 exits; the model checks only the selective CR0 write intercept"))
 def test_svm_intercepts_every_cr0_write_while_cd_set():
+    """[KSVM] svm_set_cr0: with KVM_X86_QUIRK_CD_NW_CLEARED (on by default) hcr0 drops
+    CD/NW, so while the guest has CR0.CD (or NW) set hcr0 != cr0 and INTERCEPT_CR0_WRITE
+    is on: even a TS-only MOV to CR0 exits.  Also straight from RESET (CD|NW set)."""
     v = VCpu(kernel="6.4", mmu="tdp", vendor="amd")
     v.boot_long_mode()
     v.set_cr0(v.regs.cr0 | int(CR0.CD))        # e.g. MTRR update: caches off
     res = v.set_cr0(v.regs.cr0 ^ int(CR0.TS))
     assert res.exited
+    fresh = VCpu(kernel="6.4", mmu="tdp", vendor="amd")
+    assert fresh.set_cr0(fresh.regs.cr0 ^ int(CR0.TS)).exited
+
+
+def test_vmx_ts_only_write_does_not_exit_with_cd_set():
+    """[KVMX] vmx_set_cr0 writes the guest's CR0 (CD included) to CR0_READ_SHADOW and
+    drops CD|NW only from GUEST_CR0 (KVM_VM_CR0_ALWAYS_OFF); CD/NW are host-owned bits of
+    CR0_GUEST_HOST_MASK, and a MOV to CR0 exits only if a host-owned bit differs from the
+    read shadow (SDM 25.1.3).  So VMX has no SVM-like rule: a TS-only write with CD=1
+    does not exit, while changing CD itself does."""
+    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
+    assert not v.set_cr0(v.regs.cr0 ^ int(CR0.TS)).exited      # from RESET: CD|NW set
+    v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
+    v.boot_long_mode()
+    assert v.set_cr0(v.regs.cr0 | int(CR0.CD)).exited
+    assert not v.set_cr0(v.regs.cr0 ^ int(CR0.TS)).exited
 
 
 def test_svm_ts_only_write_does_not_exit_with_cd_clear():

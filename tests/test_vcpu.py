@@ -13,7 +13,10 @@ ERAS = ("5.15", "5.18", "5.19", "6.1", "6.4")
 
 def test_reset_state():
     v = VCpu(kernel="6.1", mmu="shadow")
-    assert v.regs.cr0 == CR0.ET and v.regs.cr3 == 0 and v.regs.cr4 == 0 and v.regs.efer == 0
+    # x86.c kvm_vcpu_reset (5.15+): CR0 = ET | CD | NW on RESET; CR3, CR4, EFER zeroed.
+    # By hand: ET bit 4, NW bit 29, CD bit 30 -> 0x10 | 0x2000_0000 | 0x4000_0000.
+    assert v.regs.cr0 == 0x6000_0010
+    assert v.regs.cr3 == 0 and v.regs.cr4 == 0 and v.regs.efer == 0
     assert not v.root.valid and all(not p.valid for p in v.prev_roots)
     assert v.stats["mmu_inits"] == 1 and v.stats["vm_exits"] == 0
     # paging off: the CPU role is direct with level 0 (§2.3 table, "no paging" row)
@@ -111,6 +114,52 @@ def test_ts_only_write_does_not_exit(vendor):
     v.boot_long_mode()
     r = v.set_cr0(v.regs.cr0 | int(CR0.TS))
     assert not r.exited and v.regs.cr0 & CR0.TS
+
+
+@pytest.mark.parametrize("kernel", ERAS)
+@pytest.mark.parametrize("boot", ["boot_long_mode", "boot_protected"])
+def test_reset_cd_nw_cleared_by_boot(kernel, boot):
+    """RESET leaves CD|NW set (kvm_vcpu_reset; before 5.15 vmx_vcpu_reset/init_vmcb, same
+    value); the boot helpers' first CR0 write (ET|PE|NE) turns the caches on, and that
+    write exits anyway (PE is host-owned / a non-TS/MP change), so a boot costs the same
+    exits as before."""
+    v = VCpu(kernel=kernel, mmu="tdp", vendor="amd")
+    assert v.regs.cr0 & (CR0.CD | CR0.NW) == CR0.CD | CR0.NW
+    results = getattr(v, boot)()
+    assert all(r.ok for r in results) and results[0].exited
+    assert not v.regs.cr0 & (CR0.CD | CR0.NW)
+    assert v.regs.cr0 & (CR0.PE | CR0.PG | CR0.ET) == CR0.PE | CR0.PG | CR0.ET
+
+
+# svm_set_cr0 under KVM_X86_QUIRK_CD_NW_CLEARED: hardware CR0 = guest CR0 (| PG|WP without
+# NPT) & ~(CD|NW); hcr0 != cr0 -> INTERCEPT_CR0_WRITE, every write exits.  VMX: CD/NW are
+# host-owned against the read shadow, so only writes that change them exit.
+@pytest.mark.parametrize("vendor,kind,ts_exits_with_cd", [
+    ("amd", "tdp", True), ("amd", "legacy", True), ("amd", "shadow", True),
+    ("intel", "tdp", False), ("intel", "legacy", False), ("intel", "shadow", False),
+])
+def test_cd_set_and_the_cr0_intercepts(vendor, kind, ts_exits_with_cd):
+    v = VCpu(kernel="6.4", mmu=kind, vendor=vendor)
+    v.boot_long_mode()
+    assert not v.set_cr0(v.regs.cr0 | int(CR0.TS)).exited             # CD=0: no exit
+    assert v.set_cr0(v.regs.cr0 | int(CR0.CD)).exited                 # CD host-owned
+    r = v.set_cr0(v.regs.cr0 & ~int(CR0.TS))
+    assert r.ok and r.exited is ts_exits_with_cd and not v.regs.cr0 & CR0.TS
+    if ts_exits_with_cd:
+        assert "KVM_X86_QUIRK_CD_NW_CLEARED" in str(r.events[0])
+    assert v.set_cr0(v.regs.cr0 | int(CR0.NW)).exited                 # CD|NW: valid
+    assert v.set_cr0(v.regs.cr0 | int(CR0.TS)).exited is ts_exits_with_cd
+    assert v.set_cr0(v.regs.cr0 & ~int(CR0.CD | CR0.NW)).exited       # caches back on
+    assert not v.set_cr0(v.regs.cr0 & ~int(CR0.TS)).exited            # intercept dropped
+
+
+@pytest.mark.parametrize("vendor,exits", [("amd", True), ("intel", False)])
+def test_ts_only_write_from_reset(vendor, exits):
+    """From RESET (CD|NW set) a TS-only write exits on SVM, not on VMX."""
+    v = VCpu(kernel="6.4", mmu="tdp", vendor=vendor)
+    r = v.set_cr0(v.regs.cr0 | int(CR0.TS))
+    assert r.ok and r.exited is exits
+    assert v.regs.cr0 == 0x6000_0010 | int(CR0.TS)
 
 
 def test_cr4_guest_owned_bits_do_not_exit_on_vmx():

@@ -23,7 +23,10 @@ root-cache rules (§5), never from the vCPU's own bookkeeping.
     (1, or 0..4 for the PAE special root: the model counts root-level pages, as
     tests/test_scenarios.py pins);
 (f) only ValueError/TypeError escape, only for bad arguments or calls in the wrong state,
-    and they leave the vCPU and its VM exactly as they were.
+    and they leave the vCPU and its VM exactly as they were;
+(g) a MOV to CR0 on SVM that does not exit found a CR0 without CD/NW (and, without NPT,
+    with PG|WP) and changed only TS/MP (``svm_set_cr0``: otherwise the hardware CR0
+    differs from the guest's and INTERCEPT_CR0_WRITE is on).
 
 Operations the kernel can never perform are not generated.  The model bugs these
 properties found are fixed; their minimal reproducers stay below as regression tests
@@ -290,6 +293,13 @@ class Driver:
         elif not r.exited and fn == v.set_cr0 and (old_cr0 ^ v.regs.cr0) & CR0.WP:
             assert _wp_passthrough(v), "a CR0.WP change without exit needs VMX+EPT in 6.4"
             self.wp_may_be_stale = True
+        if not r.exited and fn == v.set_cr0 and v.vendor == "amd":
+            # svm_set_cr0: the hardware CR0 drops CD|NW (KVM_X86_QUIRK_CD_NW_CLEARED) and,
+            # without NPT, forces PG|WP; if that differs from the guest's CR0 every CR0
+            # write is intercepted, else only the selective write intercept (TS/MP free).
+            forced = 0 if v.tdp_enabled else int(CR0.PG | CR0.WP)
+            assert not old_cr0 & (CR0.CD | CR0.NW) and old_cr0 | forced == old_cr0
+            assert not (old_cr0 ^ v.regs.cr0) & ~int(CR0.TS | CR0.MP)
         return r
 
     def apply(self, op: tuple) -> None:
@@ -505,6 +515,6 @@ def test_smi_in_l2_leaves_guest_mode_first():
 
 def test_refresh_with_paging_off_keeps_the_role_fresh():
     v = VCpu(kernel="6.4", mmu="tdp", vendor="intel")
-    assert v.set_cr0(int(CR0.ET | CR0.PE | CR0.WP)).ok          # WP toggle, no exit
+    assert v.set_cr0(int(CR0.ET | CR0.PE | CR0.WP)).ok     # PE/WP on, CD|NW off, PG=0
     v.emulated_permission_check()
     assert v.cpu_role == roles.cpu_role(v.regs)
