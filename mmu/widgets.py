@@ -36,7 +36,9 @@ class RoleExplorer:
       form, ``explorer.html`` the ``ipywidgets.HTML`` showing it (CSS classes
       ``role-view`` and ``root-outcome`` inside);
     * after a #GP the controls go back to the registers' values (the faulting write
-      changed nothing) and the view explains the fault.
+      changed nothing) and the view explains the fault; so they do after a refusal
+      (SMM ticked together with guest mode, a pair KVM never has: an SMI in L2 exits to
+      L1 first, see :func:`~mmu.views.roles_view.never_in_kvm`), which the view explains.
     """
 
     def __init__(self, state: ExplorerState | None = None, **changes: Any) -> None:
@@ -88,8 +90,8 @@ class RoleExplorer:
         res = explore(self._requested(), self.state)
         self.state = res.effective
         if res.effective != res.state:
-            # The write faulted (#GP): the register keeps its old value, and so do the
-            # controls; the view explains the fault.
+            # The write faulted (#GP), or the state is one KVM never holds (refused): the
+            # registers keep their old values, and so do the controls; the view says why.
             self._set_controls(res.effective)
         self._show(res)
 

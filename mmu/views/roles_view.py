@@ -8,12 +8,15 @@ vendor, MMU kind) and the previous state, and returns an :class:`ExplorerResult`
   and raw words), the fields that changed, and which of the two roles changed;
 * what happens to KVM's page-table root next -- no VM exit at all, an early return from
   ``init_kvm_tdp_mmu``/``shadow_mmu_init_context``, the root kept, a ``prev_roots`` hit,
-  a shadow-page hash hit, or a new root -- *as the vCPU model reports it*
+  a shadow-page hash hit, a PAE root that takes no page (no guest PDPTE present), or a
+  new root -- *as the vCPU model reports it*
   (:mod:`mmu.vcpu`: ``kvm_post_set_cr0``/``kvm_post_set_cr4``/``set_efer`` →
   ``kvm_mmu_reset_context``/``kvm_init_mmu`` → ``kvm_mmu_load``); nothing is recomputed
   here;
 * for a state no CPU can reach (long mode without PAE, …), the #GP the guest's register
-  write would take, instead of roles.
+  write would take, instead of roles;
+* for SMM together with guest mode, a pair KVM never has (:func:`never_in_kvm`: an SMI in
+  L2 first exits to L1), a refusal that says why, instead of roles.
 
 :func:`render` turns a result into a :class:`~mmu.views.common.View` (text + HTML with
 CSS classes ``role-view`` and ``root-outcome``); :mod:`mmu.widgets` wraps it.
@@ -136,6 +139,29 @@ def impossible(state: ExplorerState) -> str | None:
     return None
 
 
+def never_in_kvm(state: ExplorerState) -> str | None:
+    """Why KVM never holds ``state`` although each register value is legal, or None.
+
+    SMM with guest mode: an SMI in L2 first performs a nested VM-exit to L1 --
+    ``vmx_enter_smm`` -> ``nested_vmx_vmexit``, ``svm_enter_smm`` ->
+    ``nested_svm_simple_vmexit`` -- and ``kvm_smm_changed(true)`` runs after that, so
+    smm=1 comes with guest_mode=0; RSM re-enters L2 only after ``kvm_smm_changed(false)``
+    (``vmx_leave_smm``/``svm_leave_smm``).  Nor does SMM code launch L2: on VMX
+    ``vmx_enter_smm`` leaves VMX operation (``nested.vmxon = false``), so VMLAUNCH is
+    #UD; on SVM the SMM state has EFER=0, and VMRUN is #UD without EFER.SVME
+    (``nested_svm_check_permissions``).  Facts §2.3: "SMM and guest_mode not both".
+    (An SMM handler that sets EFER.SVME again and runs VMRUN is outside this explorer.)
+    """
+    if state.smm and state.guest_mode:
+        return ("SMM together with guest mode: KVM never has smm=1 and guest_mode=1.  An "
+                "SMI in L2 first exits to L1 (vmx_enter_smm / svm_enter_smm do a nested "
+                "VM-exit) and only then sets smm=1; RSM re-enters L2 after smm=0 "
+                "(vmx_leave_smm / svm_leave_smm); and SMM code cannot launch L2 (VMX: "
+                "vmx_enter_smm leaves VMX operation, VMLAUNCH is #UD; SVM: SMM clears "
+                "EFER.SVME, VMRUN is #UD).  Nothing changed: untick one of the two first.")
+    return None
+
+
 # ---- driving the vCPU model -----------------------------------------------------------
 
 #: Outcome keys, in the words the view prints.  The key is chosen from what the vCPU
@@ -143,14 +169,17 @@ def impossible(state: ExplorerState) -> str | None:
 OUTCOMES = {
     "start": "no change yet: flip a control to see what KVM does",
     "gp": "#GP: the guest's write faults; KVM changes nothing",
+    "never": "refused: KVM never has this state (see below); nothing changed",
     "new-vm": "a different host set-up: a new VM and vCPU are created",
     "no-exit": "no VM exit at all: the guest's write never reaches KVM",
     "no-mmu-work": "VM exit, but no MMU role bit changed: roots untouched",
     "early-return": "early return: kvm_init_mmu finds both roles unchanged; root kept",
     "root-kept": "roles recomputed without unloading: the current root is kept",
     "prev-root-hit": "prev_roots hit: a cached root with this role is reused",
-    "hash-hit": "hash hit: the unloaded root's shadow page is found again",
+    "hash-hit": "hash hit: a root shadow page with this role is found in the per-VM hash",
     "root-reused": "a live TDP root with this role is reused",
+    "no-root-pages": ("PAE root without root pages: no guest PDPTE is present, so no "
+                      "shadow page is created or reused (pae_root holds 4 invalid entries)"),
     "new-root": "new root: KVM builds a fresh page-table root",
 }
 
@@ -171,7 +200,7 @@ def _boot(state: ExplorerState):
     v.set_cr0(regs.cr0)
     if state.guest_mode:
         v.nested_enter()            # L2 with the same registers (the roles' guest_mode bit)
-    if state.smm:
+    if state.smm:                   # never together with guest_mode (never_in_kvm)
         _set_smm(v, True)
     v.enter()
     if v.regs.cr0 != regs.cr0 or v.regs.cr4 != regs.cr4 or v.regs.efer != regs.efer:
@@ -217,7 +246,7 @@ class ExplorerResult:
     """Everything the explorer shows for one change (see the module docstring)."""
 
     state: ExplorerState            # what the controls ask for
-    effective: ExplorerState        # where the vCPU is now (== prev after a #GP)
+    effective: ExplorerState        # where the vCPU is now (== prev after a #GP/refusal)
     prev: ExplorerState
     cpu_role: Any                   # mmu.roles.CpuRole
     root_role: Any                  # mmu.roles.PageRole (5.18: mmu_role.base)
@@ -229,6 +258,7 @@ class ExplorerResult:
     events: tuple[str, ...]         # the vCPU's events, kernel function names first
     stats: tuple[tuple[str, int], ...]   # counters that changed, with their increments
     notes: tuple[str, ...] = ()
+    refused: str | None = None      # why KVM never holds ``state`` (:func:`never_in_kvm`)
 
     @property
     def cpu_changed(self) -> list[str]:
@@ -252,19 +282,38 @@ class ExplorerResult:
         return OUTCOMES[self.outcome]
 
 
-def _classify(results, delta: dict[str, int]) -> str:
+#: ``kvm_mmu_load`` event names (:meth:`mmu.vcpu.VCpu.kvm_mmu_load`) -> outcome keys.
+_LOAD_EVENTS = {"kvm_mmu_load: created": "new-root", "kvm_mmu_load: reused": "root-reused",
+                "kvm_mmu_load: hash hit": "hash-hit",
+                "kvm_mmu_load: no PAE root pages": "no-root-pages"}
+
+
+def _root_sources(events) -> list[str]:
+    """Where each root the vCPU took during a change came from, in order: one outcome
+    key per ``kvm_mmu_load`` (created / reused / hash hit / no PAE root pages) and per
+    ``fast_pgd_switch`` hit (current root or ``prev_roots[i]``)."""
+    out = []
+    for e in events:
+        if e.func in _LOAD_EVENTS:
+            out.append(_LOAD_EVENTS[e.func])
+        elif e.func.startswith("fast_pgd_switch: ") and e.func.endswith(" hit"):
+            out.append("prev-root-hit")
+    return out
+
+
+def _classify(results, delta: dict[str, int], sources: list[str]) -> str:
+    """The outcome key, from what the vCPU reported: its results, its counter increments
+    and, for the root, the source of the *last* root it took (:func:`_root_sources`).
+
+    The root's source is read from the load itself, not inferred from an unload: a load
+    that took no page at all is the PAE special root of a guest without present PDPTEs
+    ("kvm_mmu_load: no PAE root pages"), not a hash hit."""
     if any(r.fault is not None for r in results):
         return "gp"
     if results and not any(r.exited for r in results):
         return "no-exit"
-    if delta.get("prev_root_hits"):
-        return "prev-root-hit"
-    if delta.get("mmu_unloads") or delta.get("roots_put"):
-        if delta.get("roots_created"):
-            return "new-root"
-        return "root-reused" if delta.get("_tdp") else "hash-hit"
-    if delta.get("roots_created"):
-        return "new-root"
+    if sources:
+        return sources[-1]
     inits = delta.get("mmu_inits", 0)
     if inits and inits == delta.get("init_early_returns", 0):
         return "early-return"
@@ -282,23 +331,27 @@ def explore(state: ExplorerState, prev: ExplorerState | None = None) -> Explorer
         prev = state
     elif not isinstance(prev, ExplorerState):
         raise TypeError(f"prev must be an ExplorerState or None, not {type(prev).__name__}")
-    why = impossible(prev)
+    why = impossible(prev) or never_in_kvm(prev)
     if why is not None:
         raise ValueError(f"prev must be a state a CPU can be in: {why}")
     base = _booted(prev)
     prev_cpu, prev_root = base.cpu_role, base.root_role
 
-    def result(effective, v, outcome, fault=None, writes=(), events=(), delta=None, notes=()):
+    def result(effective, v, outcome, fault=None, writes=(), events=(), delta=None, notes=(),
+               refused=None):
         return ExplorerResult(
             state=state, effective=effective, prev=prev,
             cpu_role=v.cpu_role, root_role=v.root_role,
             prev_cpu_role=prev_cpu, prev_root_role=prev_root, outcome=outcome, fault=fault,
             writes=tuple(writes), events=tuple(events),
-            stats=tuple(sorted((delta or {}).items())), notes=tuple(notes))
+            stats=tuple(sorted((delta or {}).items())), notes=tuple(notes), refused=refused)
 
     fault = impossible(state)
     if fault is not None:
         return result(prev, base, "gp", fault=fault)
+    never = never_in_kvm(state)
+    if never is not None:
+        return result(prev, base, "never", refused=never)
     if state == prev:
         return result(state, base, "start")
     if state.host() != prev.host():
@@ -327,23 +380,25 @@ def explore(state: ExplorerState, prev: ExplorerState | None = None) -> Explorer
             break
     delta = {k: v.stats[k] - before.get(k, 0) for k in v.stats
              if v.stats[k] != before.get(k, 0)}
-    stat_delta = dict(delta)
-    if state.mmu == "tdp":
-        delta["_tdp"] = 1
-    outcome = _classify(results, delta)
+    sources = _root_sources(v.events)
+    outcome = _classify(results, delta, sources)
     events = [str(e) for e in v.events]
     notes = []
+    if outcome in sources and len(sources) > 1:
+        notes.append("on the way, with the intermediate register values, KVM also took: "
+                     + ", ".join(OUTCOMES[k].split(":")[0] for k in sources[:-1])
+                     + "; the outcome above is the root the vCPU runs on now")
     if outcome == "gp":
         f = next(r.fault for r in results if r.fault is not None)
         return result(prev, base, "gp", fault=f"#GP: {f.reason}.  The write faults, so "
                       f"the register keeps its old value and the roles stay as they were.",
-                      writes=writes, events=events, delta=stat_delta)
+                      writes=writes, events=events, delta=delta)
     if outcome == "no-exit" and v.kvm_mmu_refresh_passthrough_bits():
         notes.append("KVM's cached cpu_role.base.cr0_wp is stale after the write; it is "
                      "refreshed (kvm_mmu_refresh_passthrough_bits) before the next emulated "
                      "permission check -- shown here as refreshed")
         events.append(f"(later) {v.events[-1].func}: {v.events[-1].detail}")
-    return result(state, v, outcome, writes=writes, events=events, delta=stat_delta,
+    return result(state, v, outcome, writes=writes, events=events, delta=delta,
                   notes=notes)
 
 
@@ -391,6 +446,8 @@ def render(res: ExplorerResult, *, show_all_fields: bool = True) -> View:
     parts_text = [outcome]
     if res.fault:
         parts_text.append(res.fault)
+    if res.refused:
+        parts_text.append(res.refused)
     parts_text += [summary.text(), cpu_t.text(), root_t.text()]
     if res.events:
         parts_text.append("Kernel functions, in order:\n" + bullet_text(res.events))
@@ -402,6 +459,8 @@ def render(res: ExplorerResult, *, show_all_fields: bool = True) -> View:
                   f"<b>{esc(outcome)}</b></div>"]
     if res.fault:
         html_parts.append(f'<div class="gp" role="alert">{esc(res.fault)}</div>')
+    if res.refused:
+        html_parts.append(f'<div class="refused" role="alert">{esc(res.refused)}</div>')
     html_parts.append("<div>" + summary.html("summary") + "</div>")
     html_parts.append("<div>" + cpu_t.html("cpu-role") + root_t.html("root-role") + "</div>")
     if res.events:
