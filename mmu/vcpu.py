@@ -6,7 +6,9 @@ Kernel counterparts: ``kvm_set_cr0``/``kvm_post_set_cr0``, ``kvm_set_cr4``/
 ``kvm_init_shadow_mmu``/``shadow_mmu_init_context``, ``kvm_mmu_reload``/``kvm_mmu_load``,
 ``kvm_mmu_new_pgd`` and ``kvm_mmu_refresh_passthrough_bits`` (``arch/x86/kvm/mmu/mmu.c``,
 ``mmu.h``); the VM-exit decisions of ``vmx.c`` (CR0/CR4 guest/host masks, CR3-load
-exiting) and ``svm.c`` (``svm_set_cr0``'s selective CR0 write intercept).  Which version
+exiting) and ``svm.c`` (``svm_set_cr0``: the full CR0 intercept while the hardware CR0
+differs from the guest's, e.g. CD/NW set, else the selective CR0 write intercept); the
+RESET state of ``kvm_vcpu_reset`` (CR0 = ET|CD|NW).  Which version
 of each function runs is decided by an :class:`~mmu.eras.Era` (facts §2-§5, §3.2, §3.3).
 
 Three MMU set-ups, as in the published benchmarks (facts §9):
