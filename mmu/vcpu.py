@@ -77,6 +77,7 @@ _PCID_MASK = 0xFFF
 
 
 @dataclasses.dataclass(frozen=True)
+
 class Event:
     """One decision: ``step`` is the number of the guest operation that caused it."""
 
@@ -588,7 +589,7 @@ class VCpu:
             self._event("kvm_post_set_cr0", "CR0.PG 1->0: KVM_REQ_TLB_FLUSH_GUEST")
         if diff & KVM_MMU_CR0_ROLE_BITS:
             self._event("kvm_post_set_cr0",
-                        f"KVM_MMU_CR0_ROLE_BITS changed ({CR0(diff & KVM_MMU_CR0_ROLE_BITS)!r})")
+                        f"KVM_MMU_CR0_ROLE_BITS changed ({_names(CR0, diff & KVM_MMU_CR0_ROLE_BITS)})")
             self.kvm_mmu_reset_context()
         else:
             self._event("kvm_post_set_cr0", "no MMU role bit changed")
@@ -628,7 +629,7 @@ class VCpu:
         diff = old ^ value
         if diff & KVM_MMU_CR4_ROLE_BITS:
             self._event("kvm_post_set_cr4",
-                        f"KVM_MMU_CR4_ROLE_BITS changed ({CR4(diff & KVM_MMU_CR4_ROLE_BITS)!r})")
+                        f"KVM_MMU_CR4_ROLE_BITS changed ({_names(CR4, diff & KVM_MMU_CR4_ROLE_BITS)})")
             self.kvm_mmu_reset_context()
         else:
             self._event("kvm_post_set_cr4", "no MMU role bit changed")
@@ -662,7 +663,7 @@ class VCpu:
         bits = self.era.efer_role_bits
         if (old ^ value) & bits:
             self._event("set_efer", f"KVM_MMU_EFER_ROLE_BITS changed "
-                                    f"({EFER((old ^ value) & bits)!r})")
+                                    f"({_names(EFER, (old ^ value) & bits)})")
             self.kvm_mmu_reset_context()
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
@@ -972,3 +973,8 @@ class VCpu:
         return (f"VCpu({self.describe()}; cr0={r.cr0:#x} cr3={r.cr3:#x} cr4={r.cr4:#x} "
                 f"efer={r.efer:#x}{' smm' if self.smm else ''}"
                 f"{' L2' if self.guest_mode else ''}; root={self.cache.root})")
+
+
+def _names(flags: type, value: int) -> str:
+    """``CR0.WP|CR0.PG``: the register bits in ``value``, for event text readers see."""
+    return "|".join(f"{flags.__name__}.{m.name}" for m in flags if m & value) or "none"
