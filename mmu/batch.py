@@ -26,12 +26,17 @@ The rules are the scalar walker's, which are the SDM's (Vol. 3A ch. 4) as KVM's
 * A/D bits are written only when a walk succeeds (``FNAME(update_accessed_dirty_bits)``).
 
 How it is vectorised: the walk goes level by level over the *lanes* (addresses) still
-walking.  Each level computes every live lane's entry address, reads the entries by
-grouping lanes per 4 KiB frame (one numpy view of ``mem.frame(fn)`` per frame, a missing
-frame reads as zero), and applies the present/reserved/leaf tests as array operations.
-Because ``access`` and ``cpl`` are the same for every lane, the permission check is an
-8-entry table indexed by the lane's access bits (the kernel's ``permissions[]`` byte for
-this PFEC), and the protection-key check a 2 x 16 table indexed by (user page, pkey).
+walking.  A level's tables are the distinct frames the previous level's entries point at
+(the root table first); each live lane's entry is a key (table number, index), and the
+level works on the *distinct* keys: their entries are read with one numpy view of
+``mem.frame(fn)`` per table (a missing frame reads as zero), the present / reserved /
+leaf tests and the entry's ACC bits are computed once per entry, and every lane picks
+its entry's verdict up with one array lookup.  Because ``access`` and ``cpl`` are the
+same for every lane, the permission check is an 8-entry table indexed by the lane's
+access bits (the kernel's ``permissions[]`` byte for this PFEC), and the protection-key
+check a 2 x 16 table indexed by (user page, pkey).  A/D bits are written back per
+distinct entry when no table frame serves two levels (the usual case), and per
+(lane, entry) in lane order when one does (self-maps, a PAE PDPT inside a table).
 """
 from __future__ import annotations
 
@@ -283,6 +288,114 @@ def _write_ad(mem: GuestMemory, ea: np.ndarray, bits: np.ndarray, lane: np.ndarr
     mem.writes += int(changes.sum())
 
 
+
+def _distinct(key: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, each lane's position among them), keys in ``0..space-1``.
+
+    ``np.unique(key, return_inverse=True)`` -- but when the key space is not much larger
+    than the number of lanes, a mark array does it without sorting."""
+    if space > 4 * len(key) + 4096:
+        return np.unique(key, return_inverse=True)
+    seen = np.zeros(space, dtype=bool)
+    seen[key] = True
+    uk = np.flatnonzero(seen)
+    rank = np.empty(space, dtype=np.intp)
+    rank[uk] = np.arange(len(uk))
+    return uk, rank[key]
+
+
+def _node_runs(uk: np.ndarray, index_bits: int, nodes: int):
+    """Yield (table number, start, end): the runs of the sorted keys ``uk`` (table
+    number << index_bits | slot) that fall in each table."""
+    if nodes == 1:
+        yield 0, 0, len(uk)
+        return
+    node = uk >> index_bits
+    starts = np.flatnonzero(np.concatenate(([True], node[1:] != node[:-1])))
+    ends = np.append(starts[1:], len(uk))
+    yield from zip(node[starts].tolist(), starts.tolist(), ends.tolist())
+
+
+def _read_entries(mem: GuestMemory, bases: np.ndarray, uk: np.ndarray, index_bits: int,
+                  esize: int) -> np.ndarray:
+    """The entries at keys ``uk`` (sorted; table number << index_bits | slot) of the
+    tables at addresses ``bases``, as uint64.
+
+    One numpy view per table frame; an unallocated frame reads as zeros, as
+    :class:`GuestMemory` promises.  A table base need not be frame-aligned (the PAE
+    PDPT is 32-byte aligned)."""
+    out = np.zeros(len(uk), dtype=_U64)
+    dt = "<u8" if esize == 8 else "<u4"
+    slot = uk & ((1 << index_bits) - 1)
+    for t, s, e in _node_runs(uk, index_bits, len(bases)):
+        base = int(bases[t])
+        frame = mem.frame(base >> PAGE_SHIFT)
+        if frame is not None:
+            out[s:e] = np.frombuffer(frame, dtype=dt)[(base & _PAGE_MASK) // esize + slot[s:e]]
+    return out
+
+
+@dataclasses.dataclass(eq=False)
+class _Level:
+    """What one level of a batch read, kept for the A/D write-back.
+
+    ``bases``: the level's table addresses; ``uk``: the distinct entries used, as
+    sorted keys (table number << index_bits | slot); ``e``: their values; ``leaf``:
+    which of them are leaves; ``lanes``: the lanes that read this level, and ``inv``
+    the position in ``uk`` of each one's entry; ``ad``: whether the level gets A/D
+    (not a PAE PDPTE)."""
+
+    level: int
+    bases: np.ndarray
+    lanes: np.ndarray
+    inv: np.ndarray
+    uk: np.ndarray
+    e: np.ndarray
+    leaf: np.ndarray
+    ad: bool
+
+    def entry_addrs(self, index_bits: int, esize: int) -> np.ndarray:
+        """Guest-physical address of each entry of ``uk``."""
+        slot = (self.uk & ((1 << index_bits) - 1)).astype(_U64)
+        return self.bases[self.uk >> index_bits] + slot * _U64(esize)
+
+
+def _write_ad_levels(mem: GuestMemory, levels: list[_Level], done: np.ndarray, write: bool,
+                     index_bits: int, esize: int) -> None:
+    """A/D write-back when no table frame serves two levels: per distinct entry.
+
+    Every successful walk through an entry of a level wants the same bits there: A,
+    plus D when the entry is a leaf (its own PS bit, or level 1) and the access a
+    write.  So the first such walk in lane order writes the entry if it lacks one of
+    them, and the later ones find them set: one write per entry that changes, which
+    is what the scalar loop's ``mem.writes`` counts.  Nothing written is read by
+    another level, so the order of the levels does not matter either.
+    """
+    a, ad = _U64(PTE.A), _U64(PTE.A | PTE.D)
+    dt = "<u8" if esize == 8 else "<u4"
+    for lv in levels:
+        if not lv.ad:
+            continue
+        ok = done[lv.lanes]
+        if ok.all():
+            used = np.ones(len(lv.uk), dtype=bool)
+        else:
+            used = np.zeros(len(lv.uk), dtype=bool)
+            used[lv.inv[ok]] = True
+        want = np.where(lv.leaf, ad, a) if write else a
+        ch = np.flatnonzero(used & ((lv.e & want) != want))
+        mem.writes += len(ch)
+        if not len(ch):
+            continue
+        new = lv.e[ch] | (want[ch] if write else want)
+        uk = lv.uk[ch]
+        slot = uk & ((1 << index_bits) - 1)
+        for t, s, e in _node_runs(uk, index_bits, len(lv.bases)):
+            base = int(lv.bases[t])
+            view = np.frombuffer(mem.frame(base >> PAGE_SHIFT), dtype=dt)
+            view[(base & _PAGE_MASK) // esize + slot[s:e]] = new[s:e]
+
+
 # ---------------------------------------------------------------------------
 # The walk
 # ---------------------------------------------------------------------------
@@ -356,6 +469,10 @@ class _Out:
                            self.page_size)
 
 
+# Per-entry verdicts of one level, packed with the entry's ACC bits as code << 3 | acc.
+_NOT_PRESENT, _RSVD, _LEAF, _TABLE = 0, 1, 2, 3
+
+
 def _walk_lanes(mem: GuestMemory, regs: Regs, mode: PagingMode, fmt: EntryFormat, root: int,
                 g: np.ndarray, start: int, access: str, cpl: int, set_ad: bool, out: _Out,
                 pdpt: tuple[int, int] | None) -> int:
@@ -363,13 +480,18 @@ def _walk_lanes(mem: GuestMemory, regs: Regs, mode: PagingMode, fmt: EntryFormat
 
     Returns the first lane not finished (``len(g)`` when all are).
 
+    Each level works on the *distinct* entries the live lanes use (see :class:`_Level`):
+    they are read, tested for present / reserved / leaf and turned into ACC bits once,
+    and each lane picks up its entry's verdict with one lookup.
+
     Why reading every lane's entries before any lane's A/D write gives the scalar
     loop's answers: in the loop, walk i sees the A/D bits set by walks j < i and
     nothing else differs (walks write nothing but A/D).  A (bit 5) and D (bit 6) are
     not P, R/W, U/S, PS, XD, a protection key or an address bit, and no reserved mask
     of a page-table entry covers them -- so they change no later verdict, GPA or
     level.  What they do change is whether a later walk still *needs* to write,
-    which only shows in ``mem.writes``; :func:`_write_ad` counts that in lane order.
+    which only shows in ``mem.writes``; :func:`_write_ad_levels` and
+    :func:`_write_ad` count that in lane order.
     The one exception is a PAE PDPTE, where bits 5-8 are reserved (#GP in the
     walker): if a successful walk sets A or D *inside the PDPT* (possible only when
     the PDPT's frame doubles as a page table), later lanes must see it, so we keep
@@ -387,74 +509,106 @@ def _walk_lanes(mem: GuestMemory, regs: Regs, mode: PagingMode, fmt: EntryFormat
                | (PFErr.ID if fetch and (regs.smep or (mode >= PagingMode.PAE and regs.nx))
                   else 0))
     live = np.arange(m)
+    gl = gv                                   # the live lanes' addresses
     if mode >= PagingMode.LEVEL4:
         # Canonical: bits 63:47 (63:56 with LA57) all equal -> else #GP(0), no table read.
         va_bits = 57 if mode == PagingMode.LEVEL5 else 48
         top = gv >> _U64(va_bits - 1)
         canon = (top == 0) | (top == _U64((1 << (65 - va_bits)) - 1))
-        out.fault(start + live[~canon], GP_VECTOR, 0, 0)
-        live = live[canon]
+        if not canon.all():
+            out.fault(start + live[~canon], GP_VECTOR, 0, 0)
+            live, gl = live[canon], gv[canon]
 
     esize = fmt.entry_size
     imask = _U64((1 << fmt.index_bits) - 1)
     addr_mask = _U64(_ADDR32 if esize == 4 else _ADDR64)
-    acc = np.full(m, ACC_ALL, dtype=np.uint8)
-    base = np.full(len(live), root, dtype=_U64)
-    used = []                      # (level, lanes, entry addresses), for A/D
-    leaf_lanes, leaf_e, leaf_lvl = [], [], []
+    acc = np.full(len(live), ACC_ALL, dtype=np.uint8)    # per live lane
+    bases = np.array([root], dtype=_U64)      # the tables of this level
+    node = None                               # each live lane's table (None: all in bases[0])
+    levels: list[_Level] = []
+    leaf_lanes, leaf_e, leaf_acc, leaf_lvl = [], [], [], []
     for lvl in range(fmt.root_level, 0, -1):
         if not len(live):
             break
-        ea = base + ((gv[live] >> _U64(fmt.shift(lvl))) & imask) * _U64(esize)
-        e = _gather(mem, ea, esize)
-        present = (e & _U64(PTE.P)) != 0
-        out.fault(start + live[~present], PF_VECTOR, pfec, lvl)
-        live, e, ea = live[present], e[present], ea[present]
+        idx = ((gl >> _U64(fmt.shift(lvl))) & imask).astype(np.intp)
+        key = idx if node is None else (node << fmt.index_bits) | idx
+        uk, inv = _distinct(key, len(bases) << fmt.index_bits)
+        e = _read_entries(mem, bases, uk, fmt.index_bits, esize)
+        # The present / reserved / leaf tests of walk(), once per distinct entry.
         if lvl in fmt.large_levels:
             large = (e & _U64(PTE.PS)) != 0
             mask = np.where(large, _U64(fmt.rsvd[1][lvl]), _U64(fmt.rsvd[0][lvl]))
+            leaf = large
         else:
-            large = np.zeros(len(e), dtype=bool)
             mask = _U64(fmt.rsvd[0][lvl])
-        bad = (e & mask) != 0
+            leaf = np.full(len(e), lvl == 1)
+        code = np.where(leaf, np.uint8(_LEAF), np.uint8(_TABLE))
+        code[(e & mask) != 0] = _RSVD
+        code[(e & _U64(PTE.P)) == 0] = _NOT_PRESENT
         pdpte = fmt.pdpte_gp and lvl == 3
-        if pdpte:   # MOV to CR3 would not have loaded it: #GP(0), as walk() reports
-            out.fault(start + live[bad], GP_VECTOR, 0, lvl)
+        if pdpte:   # a PAE PDPTE grants no rights and has no A bit
+            packed = (code << 3) | np.uint8(ACC_ALL)
         else:
-            out.fault(start + live[bad], PF_VECTOR, pfec | PFErr.P | PFErr.RSVD, lvl)
-        keep = ~bad
-        live, e, ea, large = live[keep], e[keep], ea[keep], large[keep]
-        if not pdpte:   # a PAE PDPTE grants no rights and has no A bit
             # FNAME(gpte_access): P/RW/US with XD folded onto bit 0 (ACC_EXEC).
-            acc[live] &= ((e & _U64(ACC_ALL)) ^ (e >> _U64(63))).astype(np.uint8)
-            used.append((lvl, live, ea))
-        leaf = large | (lvl == 1)
-        leaf_lanes.append(live[leaf])
-        leaf_e.append(e[leaf])
-        leaf_lvl.append(np.full(int(leaf.sum()), lvl, dtype=np.uint8))
-        live = live[~leaf]
-        base = e[~leaf] & addr_mask
+            packed = (code << 3) | ((e & _U64(ACC_ALL)) ^ (e >> _U64(63))).astype(np.uint8)
+        levels.append(_Level(lvl, bases, live, inv, uk, e, code == _LEAF, not pdpte))
+        lane = packed[inv]
+        acc &= lane
+        lo, hi = int(code.min()), int(code.max())
+        lcode = lane >> 3 if lo != hi else None           # None: every lane has `lo`
+        if lo <= _RSVD:
+            # A reserved bit in a PAE PDPTE is #GP(0): load_pdptrs would have refused it.
+            rsvd = (GP_VECTOR, 0) if pdpte else (PF_VECTOR, pfec | PFErr.P | PFErr.RSVD)
+            for c, (vector, ec) in ((_NOT_PRESENT, (PF_VECTOR, pfec)), (_RSVD, rsvd)):
+                hit = (live if lo == c else live[:0]) if lcode is None else live[lcode == c]
+                out.fault(start + hit, vector, ec, lvl)
+        if lo <= _LEAF <= hi:
+            sel = slice(None) if lcode is None else lcode == _LEAF
+            leaf_lanes.append(live[sel])
+            leaf_e.append(e[inv[sel]])
+            leaf_acc.append(acc[sel])
+            leaf_lvl.append(np.full(len(leaf_lanes[-1]), lvl, dtype=np.uint8))
+        if hi < _TABLE:
+            break
+        if lcode is not None:
+            sel = lcode == _TABLE
+            live, gl, acc, inv = live[sel], gl[sel], acc[sel], inv[sel]
+        # The next level's tables: the distinct frames the table entries point at.
+        tu = np.flatnonzero(code == _TABLE)
+        bases, child = np.unique(e[tu] & addr_mask, return_inverse=True)
+        if len(bases) == 1:
+            node = None
+        else:
+            child_of = np.zeros(len(e), dtype=np.intp)
+            child_of[tu] = child
+            node = child_of[inv]
 
-    ll = np.concatenate(leaf_lanes) if leaf_lanes else np.zeros(0, dtype=np.intp)
-    if not len(ll):
+    if not leaf_lanes:
         return n
+    ll = np.concatenate(leaf_lanes)
     le = np.concatenate(leaf_e)
     lv = np.concatenate(leaf_lvl)
-    lacc = acc[ll]
+    lacc = np.concatenate(leaf_acc)
     # permission_fault (mmu.h): one table lookup per lane, then protection keys.
     bad = _permission_table(regs, access, cpl)[lacc]
     pkt = _pkey_table(regs, mode, access, cpl)
-    pk = np.zeros(len(ll), dtype=bool)
     if pkt is not None:
         user_page = (lacc & ACC_USER_MASK) != 0
         key = ((le >> _U64(PTE_PKEY_SHIFT)) & _U64(0xF)).astype(np.intp)
         pk = pkt[user_page.astype(np.intp), key]
-    bad |= pk
-    out.fault(start + ll[bad], PF_VECTOR, pfec | PFErr.P, lv[bad])
-    out.error_code[start + ll[pk]] |= np.uint32(PFErr.PK)
-    good = ~bad
-    gl, ge, glv = ll[good], le[good], lv[good]
-    shift = (PAGE_SHIFT + fmt.index_bits * (glv.astype(np.int64) - 1)).astype(_U64)
+        bad |= pk
+    if bad.any():
+        out.fault(start + ll[bad], PF_VECTOR, pfec | PFErr.P, lv[bad])
+        if pkt is not None:
+            out.error_code[start + ll[pk]] |= np.uint32(PFErr.PK)
+        good = ~bad
+        gl, ge, glv = ll[good], le[good], lv[good]
+    else:
+        gl, ge, glv = ll, le, lv
+    if len(glv) and glv.min() == glv.max():     # one leaf level (the usual): a scalar
+        shift = _U64(PAGE_SHIFT + fmt.index_bits * (int(glv[0]) - 1))
+    else:
+        shift = (PAGE_SHIFT + fmt.index_bits * (glv.astype(np.int64) - 1)).astype(_U64)
     size = _U64(1) << shift
     if esize == 4:
         # A 4 MiB PDE: bits 31:22, plus PSE-36 PA bits 39:32 from bits 20:13
@@ -472,18 +626,27 @@ def _walk_lanes(mem: GuestMemory, regs: Regs, mode: PagingMode, fmt: EntryFormat
         return n
 
     # FNAME(update_accessed_dirty_bits): A in every entry of a successful walk, D in
-    # the leaf of a write.  `used` is in level order, top first, as the walker writes.
+    # the leaf of a write.
     done = np.zeros(m, dtype=bool)
     done[gl] = True
+    frames = np.concatenate([lv_.bases >> _U64(PAGE_SHIFT) for lv_ in levels])
+    if len(np.unique(frames)) == len(frames):
+        # No table frame serves two levels, so a distinct entry of a level is a distinct
+        # entry address and no write can land in a table another level reads.
+        _write_ad_levels(mem, levels, done, write, fmt.index_bits, esize)
+        return n
+    # A frame at two levels (a self-map, or a PDPT inside a table): per (lane, entry).
     dirty_level = np.zeros(m, dtype=np.uint8)    # leaf level of a successful write
     if write:
         dirty_level[gl] = glv
     eas, bits, who = [], [], []
-    for lvl, lanes_l, ea_l in used:
-        sel = done[lanes_l]
-        lanes_l, ea_l = lanes_l[sel], ea_l[sel]
+    for lv_ in levels:          # in level order, top first, as the walker writes
+        if not lv_.ad:
+            continue
+        sel = done[lv_.lanes]
+        lanes_l, ea_l = lv_.lanes[sel], lv_.entry_addrs(fmt.index_bits, esize)[lv_.inv[sel]]
         b = np.full(len(lanes_l), int(PTE.A), dtype=_U64)
-        b[dirty_level[lanes_l] == lvl] |= _U64(PTE.D)
+        b[dirty_level[lanes_l] == lv_.level] |= _U64(PTE.D)
         eas.append(ea_l)
         bits.append(b)
         who.append(lanes_l)

@@ -33,10 +33,12 @@ SLOTS = (0, 1, 2, 3, 511)
 LEVELS = {PagingMode.BIT32: 2, PagingMode.PAE: 3, PagingMode.LEVEL4: 4, PagingMode.LEVEL5: 5}
 
 
-def _random_entry(rng: random.Random, esize: int) -> int:
-    """An entry pointing at one of the table frames (or a random frame), with random
-    flag bits; high/reserved bits rarely, so most walks get somewhere."""
-    target = rng.choice(TABLE_FRAMES) if rng.random() < 0.85 else rng.randrange(1 << 20) << 12
+def _random_entry(rng: random.Random, esize: int, targets=TABLE_FRAMES, stray_base=0) -> int:
+    """An entry pointing at one of ``targets`` (or a random frame at or above
+    ``stray_base``), with random flag bits; high/reserved bits rarely, so most walks
+    get somewhere."""
+    stray = stray_base | rng.randrange(1 << 20) << 12
+    target = rng.choice(targets) if rng.random() < 0.85 else stray
     e = target | rng.getrandbits(9)                 # P RW US PWT PCD A D PS G
     if rng.random() < 0.85:
         e |= P
@@ -77,6 +79,36 @@ def random_tables(seed: int, mode: PagingMode) -> tuple[GuestMemory, int]:
             mem.write_u64(cr3 + 8 * k, e)
     else:
         cr3 = rng.choice(TABLE_FRAMES)
+    return mem, cr3
+
+
+def tree_tables(seed: int, mode: PagingMode) -> tuple[GuestMemory, int]:
+    """Seeded random tables shaped level by level: each level's tables live in frames
+    of their own (1-12 per level, so entries of a level share tables), and entries
+    point only into the next level's frames or at frames no table uses.  No frame
+    serves two levels -- the case the batch writes A/D back per distinct entry."""
+    rng = random.Random(seed)
+    mem = GuestMemory()
+    top = LEVELS[mode]
+    esize = 4 if mode == PagingMode.BIT32 else 8
+    write = mem.write_u32 if esize == 4 else mem.write_u64
+    pools = {lvl: [0x100_0000 * lvl + 0x1000 * k for k in range(rng.randint(1, 12))]
+             for lvl in range(1, top)}
+    pools[top] = [0x100_0000 * top]
+    cr3 = pools[top][0]
+    if mode == PagingMode.PAE:        # the PDPT: 4 entries, 32-byte aligned in its frame
+        cr3 += 32 * rng.choice((0, 1, 127))
+        for k in range(4):
+            write(cr3 + 8 * k, rng.choice(pools[2]) | (P if rng.random() < 0.9 else 0))
+        del pools[top]
+    for lvl, frames in pools.items():
+        targets = pools.get(lvl - 1, TABLE_FRAMES)      # level 1: data pages
+        for f in frames:
+            for slot in SLOTS:
+                e = _random_entry(rng, esize, targets, 0x8000_0000)
+                if lvl > 1 and rng.random() < 0.75:     # mostly tables, so walks get down
+                    e &= ~PS
+                write(f + esize * slot, e)
     return mem, cr3
 
 
@@ -137,11 +169,25 @@ def check_against_scalar(mem: GuestMemory, regs, gvas, access, cpl=0, maxphyaddr
 MODES = [PagingMode.BIT32, PagingMode.PAE, PagingMode.LEVEL4, PagingMode.LEVEL5]
 
 
+def _no_per_lane_write_back(*args):
+    raise AssertionError("per-lane A/D write-back used on tables without shared frames")
+
+
+@pytest.mark.parametrize("tables", ["shared", "tree"])
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.label)
 @pytest.mark.parametrize("seed", range(6))
-def test_seeded_random_tables_match_scalar(mode, seed):
-    mem, cr3 = random_tables(seed, mode)
-    rng = random.Random(1000 + seed)
+def test_seeded_random_tables_match_scalar(tables, mode, seed, monkeypatch):
+    """``shared``: random_tables, whose frames serve several levels (self-maps), so the
+    batch writes A/D back per (lane, entry).  ``tree``: tree_tables, where no frame
+    serves two levels, so the batch must write A/D back per distinct entry (the
+    per-lane write-back is made to fail) and still match, write count included."""
+    if tables == "tree":
+        import mmu.batch
+        monkeypatch.setattr(mmu.batch, "_write_ad", _no_per_lane_write_back)
+        mem, cr3 = tree_tables(seed, mode)
+    else:
+        mem, cr3 = random_tables(seed, mode)
+    rng = random.Random((1000 if tables == "shared" else 2000) + seed)
     regs = make_regs(mode, cr3=cr3, wp=rng.random() < 0.5, nx=rng.random() < 0.7,
                      pse=rng.random() < 0.7, smep=rng.random() < 0.5, smap=rng.random() < 0.5,
                      pke=rng.random() < 0.5, ac=rng.random() < 0.3, pkru=rng.getrandbits(32))
@@ -150,8 +196,20 @@ def test_seeded_random_tables_match_scalar(mode, seed):
         for cpl in (0, 3):
             check_against_scalar(mem, regs, gvas, access, cpl, maxphyaddr=rng.choice((36, 46, 52)),
                                  gbpages=rng.random() < 0.8)
+            # A short batch over many tables takes the sorting branch of _distinct.
+            check_against_scalar(mem, regs, gvas[:8], access, cpl)
     # After all those walks, many A/D bits are set: repeat once with set_ad=False.
     check_against_scalar(mem, regs, gvas, "write", 3, set_ad=False)
+
+
+def test_distinct_both_branches():
+    from mmu.batch import _distinct
+    rng = np.random.default_rng(7)
+    for space, n in ((50, 200), (1 << 20, 30), (4096, 0)):
+        key = rng.integers(0, space, n).astype(np.intp)
+        uk, inv = _distinct(key, space)
+        assert uk.tolist() == sorted(set(key.tolist()))
+        assert (uk[inv] == key).all()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -160,10 +218,10 @@ def test_seeded_random_tables_match_scalar(mode, seed):
        smap=st.booleans(), pke=st.booleans(), ac=st.booleans(),
        pkru=st.integers(0, 2**32 - 1), access=st.sampled_from(("read", "write", "fetch")),
        cpl=st.integers(0, 3), maxphyaddr=st.integers(32, 52), gbpages=st.booleans(),
-       set_ad=st.booleans())
+       set_ad=st.booleans(), tree=st.booleans())
 def test_hypothesis_matches_scalar(mode, seed, wp, nx, pse, smep, smap, pke, ac, pkru, access,
-                                   cpl, maxphyaddr, gbpages, set_ad):
-    mem, cr3 = random_tables(seed, mode)
+                                   cpl, maxphyaddr, gbpages, set_ad, tree):
+    mem, cr3 = (tree_tables if tree else random_tables)(seed, mode)
     regs = make_regs(mode, cr3=cr3, wp=wp, nx=nx, pse=pse, smep=smep, smap=smap, pke=pke,
                      ac=ac, pkru=pkru)
     gvas = random_gvas(seed, mode, 40)
