@@ -3,7 +3,9 @@ EPT/NPT table building, and the two-dimensional walk.
 
 Reference counts of the 2D walk are computed by hand: a guest walk of n levels reads n guest
 entries, each after an m-level EPT/NPT walk of the entry's GPA, and then translates the
-final GPA: n·(m+1) + m = (n+1)(m+1) - 1.
+final GPA: n·(m+1) + m = (n+1)(m+1) - 1.  PAE guests: AMD reads the PDPTE in every walk
+(n = 3); Intel starts from the PDPTE registers (n = 2), loaded beforehand by 4 EPT walks and
+4 reads, 4·(m+1) references (SDM Vol. 3A 4.4.1, Vol. 3C 29.3).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from mmu.memory import GuestMemory
 from mmu.pagetable import PageTableBuilder
 from mmu.regs import make_regs
 from mmu.roles import cpu_role, tdp_root_role
-from mmu.shadow import HOST_RAM_BASE
-from mmu.tdp import TdpMMU, TdpRoot, two_d_walk
+from mmu.shadow import HOST_RAM_BASE, gpa_to_hpa
+from mmu.tdp import PdptrLoad, TdpMMU, TdpRoot, load_pdptrs, two_d_walk
 from mmu.walker import EptViolation, ept_walk, npt_walk, walk
 
 
@@ -158,8 +160,12 @@ def guest_on_tdp(mode, tdp_level=4, vendor="intel", gva=0x40_2000, page_size=0x1
     ("4-level", 4, "amd", 24),
     ("5-level", 5, "intel", 35),     # (5+1)(5+1) - 1
     ("4-level", 5, "intel", 29),     # (4+1)(5+1) - 1
-    ("PAE", 4, "intel", 19),         # PDPTE, PDE, PTE read in the walk: (3+1)(4+1) - 1
+    ("PAE", 4, "amd", 19),           # PDPTE, PDE, PTE read in the walk: (3+1)(4+1) - 1
+    ("PAE", 4, "intel", 14),         # PDPTE from its register; PDE, PTE: (2+1)(4+1) - 1
+    ("PAE", 5, "amd", 23),           # (3+1)(5+1) - 1
+    ("PAE", 5, "intel", 17),         # (2+1)(5+1) - 1
     ("32-bit", 4, "amd", 14),        # (2+1)(4+1) - 1
+    ("32-bit", 4, "intel", 14),      # no PDPTE registers outside PAE paging
 ])
 def test_2d_walk_reference_counts(mode, tdp_level, vendor, expected):
     mem, b, tdp, r = guest_on_tdp(mode, tdp_level, vendor)
@@ -170,9 +176,17 @@ def test_2d_walk_reference_counts(mode, tdp_level, vendor, expected):
     assert len(res.refs) == expected
     n = (expected + 1) // (tdp_level + 1) - 1
     assert [x.kind for x in res.refs] == (["tdp"] * tdp_level + ["guest"]) * n + ["tdp"] * tdp_level
-    # The guest references are exactly the entries mmu.walk reads, in order.
+    # The guest references are exactly the entries mmu.walk reads, in order -- less the
+    # PDPTE of an Intel PAE walk, which comes from the PDPTE register.
+    registers = mode == "PAE" and vendor == "intel"
     g = walk(mem, regs, 0x40_2345, "read", 3, set_ad=False)
-    assert [x.gpa for x in res.refs if x.kind == "guest"] == [s.entry_addr for s in g.trace]
+    assert [x.gpa for x in res.refs if x.kind == "guest"] == \
+        [s.entry_addr for s in g.trace if not (registers and s.level == 3)]
+    # The registers were loaded first: per PDPTE an m-level EPT walk and the read.
+    assert len(res.pdptr_load_refs) == (4 * (tdp_level + 1) if registers else 0)
+    assert [x.gpa for x in res.pdptr_load_refs if x.kind == "guest"] == \
+        ([b.cr3 + 8 * i for i in range(4)] if registers else [])
+    assert (res.pdptrs is not None) == registers
     assert all(x.hpa == x.gpa + HOST_RAM_BASE for x in res.refs if x.kind == "guest")
     assert res.gpa == g.gpa == 0x7_0345 and res.hpa == 0x7_0345 + HOST_RAM_BASE
 
@@ -235,6 +249,147 @@ def test_2d_walk_sets_guest_ad_bits():
     res = two_d_walk(mem, b.regs(), 0x40_2000, "write", 3, tdp.mem, r.pointer)
     assert res.ok and len(res.ad_writes) == 4
     assert all(v & 0x20 for _, v in res.ad_writes) and res.ad_writes[-1][1] & 0x40
+
+
+# ---------------------------------------------------------------------------
+# PAE guests: Intel's PDPTE registers vs AMD's walk through NPT
+# ---------------------------------------------------------------------------
+
+def pae_with_second_pdpt(vendor):
+    """A PAE guest mapping 0x40_2000 -> 0x7_0000 and, built apart at 0x1100_0000, another
+    PDPT whose PDPTE 0 leads to tables mapping 0x40_2000 -> 0x9_0000; every frame in TDP."""
+    mem, b, tdp, r = guest_on_tdp("PAE", vendor=vendor)
+    b2 = PageTableBuilder(mem, "PAE", table_base=0x1100_0000)
+    b2.map(0x40_2000, 0x9_0000, 0x1000)
+    for t in b2.tables:
+        tdp.map(r, t)
+    tdp.map(r, 0x9_0000)
+    return mem, b, b2, tdp, r
+
+
+def test_load_pdptrs_reads_four_pdptes_through_ept():
+    mem, b, tdp, r = guest_on_tdp("PAE")
+    load = tdp.load_pdptrs(mem, b.regs(), r)
+    assert isinstance(load, PdptrLoad) and load.ok and load.pdpt == b.cr3 and load.rsvd == ()
+    # PageTableBuilder gives a PAE guest 4 PDs, in the frames after the PDPT, all present.
+    assert load.pdptrs == tuple(b.cr3 + 0x1000 * (i + 1) | 1 for i in range(4))
+    assert len(load.refs) == 4 * (4 + 1)
+    assert [x.kind for x in load.refs] == (["tdp"] * 4 + ["guest"]) * 4
+    guest = [x for x in load.refs if x.kind == "guest"]
+    assert [(x.level, x.name, x.gpa, x.hpa) for x in guest] == \
+        [(3, "PDPTE", b.cr3 + 8 * i, gpa_to_hpa(b.cr3 + 8 * i)) for i in range(4)]
+
+
+def test_intel_walk_keeps_the_loaded_pdpte_until_cr3_is_reloaded():
+    """SDM Vol. 3A 4.4.1: the PDPTE registers change only when they are loaded; AMD (no
+    PDPTE registers under NPT) sees the new PDPTE on the next walk."""
+    mem, b, b2, tdp, r = pae_with_second_pdpt("intel")
+    regs = b.regs()
+    load = load_pdptrs(mem, regs, tdp.mem, r.pointer)
+    mem.write_u64(b.cr3, mem.read_u64(b2.cr3))          # the guest rewrites PDPTE 0
+    stale = two_d_walk(mem, regs, 0x40_2345, "read", 0, tdp.mem, r.pointer, pdptrs=load)
+    assert stale.ok and stale.gpa == 0x7_0345 and len(stale.refs) == 14
+    assert stale.pdptr_load_refs == () and stale.pdptrs == load.pdptrs
+    assert stale.guest.trace[0].entry == load.pdptrs[0] != mem.read_u64(b.cr3)
+    # MOV to CR3 (same value) reloads the registers: now the new PDPTE is used.
+    fresh = two_d_walk(mem, regs, 0x40_2345, "read", 0, tdp.mem, r.pointer,
+                       pdptrs=load_pdptrs(mem, regs, tdp.mem, r.pointer))
+    assert fresh.ok and fresh.gpa == 0x9_0345
+    # Without registers given, two_d_walk loads them itself (a walk right after MOV to CR3).
+    assert two_d_walk(mem, regs, 0x40_2345, "read", 0, tdp.mem, r.pointer).gpa == 0x9_0345
+    # A PDPTE cleared in memory: Intel still walks through its register, AMD faults.
+    mem.write_u64(b.cr3, 0)
+    res = two_d_walk(mem, regs, 0x40_2345, "read", 0, tdp.mem, r.pointer, pdptrs=load)
+    assert res.ok and res.gpa == 0x7_0345
+
+
+def test_amd_walk_sees_a_rewritten_pdpte_at_once():
+    mem, b, b2, tdp, r = pae_with_second_pdpt("amd")
+    regs = b.regs()
+    assert tdp.two_d_walk(mem, regs, 0x40_2345, "read", 0, r).gpa == 0x7_0345
+    mem.write_u64(b.cr3, mem.read_u64(b2.cr3))
+    res = tdp.two_d_walk(mem, regs, 0x40_2345, "read", 0, r)
+    assert res.ok and res.gpa == 0x9_0345 and len(res.refs) == 19 and res.pdptrs is None
+    mem.write_u64(b.cr3, 0)
+    res = tdp.two_d_walk(mem, regs, 0x40_2345, "read", 0, r)
+    assert not res.ok and not res.tdp_fault and res.fault.vector == 14
+    assert res.fault.reason == "PDPTE not present"
+
+
+def test_pdpte_load_is_a_read_and_the_walk_never_touches_the_pdpt():
+    """SDM Vol. 3C 29.3.3.2: with EPT A/D on, guest table accesses are EPT writes, but loads
+    of the PDPTE registers are reads.  A PDPT in a read-only EPT page therefore loads, and
+    the walk (PD, PT) never touches it; a PD in a read-only page is an EPT violation."""
+    mem = GuestMemory()
+    b = PageTableBuilder(mem, "PAE")
+    b.map(0x40_2000, 0x7_0000, 0x1000)
+    tdp = TdpMMU()
+    r, _ = tdp.get_root(role())
+    r.builder.map(b.cr3, gpa_to_hpa(b.cr3), 0x1000, w=False)
+    for t in b.tables[1:] + [0x7_0000]:
+        tdp.map(r, t)
+    res = two_d_walk(mem, b.regs(), 0x40_2345, "read", 0, tdp.mem, r.pointer)
+    assert res.ok and len(res.refs) == 14 and len(res.pdptr_load_refs) == 20
+    # The PDPT page is not writable in EPT: a walk that read it as a table would exit.
+    v = ept_walk(tdp.mem, r.pointer, b.cr3, "write", set_ad=False)
+    assert not v.ok and v.fault.qualification & 0b111 == 0b010
+
+
+def test_pdpte_load_ept_violation_is_a_read_exit():
+    mem, b, _, _ = guest_on_tdp("PAE")
+    tdp = TdpMMU()
+    r, _ = tdp.get_root(role())                # empty EPT: even the PML4E is missing
+    res = two_d_walk(mem, b.regs(), 0x40_2345, "read", 0, tdp.mem, r.pointer)
+    assert not res.ok and res.tdp_fault and not res.final and res.guest is None
+    assert res.fault_gpa == b.cr3 and res.refs == () and len(res.pdptr_load_refs) == 1
+    assert isinstance(res.fault, EptViolation) and res.fault.qualification & 0b111 == 0b001
+    load = load_pdptrs(mem, b.regs(), tdp.mem, r.pointer)
+    assert not load.ok and load.pdptrs is None and load.fault_gpa == b.cr3
+
+
+def test_pdpte_reserved_bits_are_reported_and_walked_as_gp():
+    mem, b, tdp, r = guest_on_tdp("PAE")
+    mem.write_u64(b.cr3 + 8, mem.read_u64(b.cr3 + 8) | 1 << 5)   # bit 5: reserved in a PDPTE
+    mem.write_u64(b.cr3 + 16, 1 << 5)                              # not present: not checked
+    load = tdp.load_pdptrs(mem, b.regs(), r)
+    assert load.ok and load.rsvd == (1,)
+    res = two_d_walk(mem, b.regs(), 0x4000_0000, "read", 0, tdp.mem, r.pointer, pdptrs=load)
+    assert not res.ok and not res.tdp_fault and res.fault.vector == 13
+
+
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_pae_2d_walk_sets_ad_bits_in_pde_and_pte_only(vendor):
+    """PAE PDPTEs have no A bit: a write sets A in the PDE, A and D in the PTE."""
+    mem, b, tdp, r = guest_on_tdp("PAE", vendor=vendor)
+    pdpte = mem.read_u64(b.cr3)
+    res = two_d_walk(mem, b.regs(), 0x40_2000, "write", 3, tdp.mem, r.pointer, vendor)
+    g = res.guest.trace
+    assert res.ok and [a for a, _ in res.ad_writes] == [g[1].entry_addr, g[2].entry_addr]
+    assert res.ad_writes[0][1] == g[1].entry | 0x20 and res.ad_writes[1][1] == g[2].entry | 0x60
+    assert mem.read_u64(b.cr3) == pdpte
+
+
+def test_pdptrs_bad_input():
+    mem, b, tdp, r = guest_on_tdp("PAE")
+    regs = b.regs()
+    with pytest.raises(ValueError, match="exactly 4"):
+        two_d_walk(mem, regs, 0, "read", 0, tdp.mem, r.pointer, pdptrs=[1, 2, 3])
+    with pytest.raises(TypeError, match="pdptrs"):
+        two_d_walk(mem, regs, 0, "read", 0, tdp.mem, r.pointer, pdptrs=7)
+    with pytest.raises(ValueError, match="CR3 points"):
+        two_d_walk(mem, make_regs("PAE", cr3=b.cr3 + 0x20), 0, "read", 0, tdp.mem, r.pointer,
+                   pdptrs=tdp.load_pdptrs(mem, regs, r))
+    with pytest.raises(ValueError, match="only Intel"):
+        two_d_walk(mem, regs, 0, "read", 0, tdp.mem, r.pointer, "amd", pdptrs=[0] * 4)
+    m4, b4, t4, r4 = guest_on_tdp("4-level")
+    with pytest.raises(ValueError, match="only Intel"):
+        two_d_walk(m4, b4.regs(), 0, "read", 0, t4.mem, r4.pointer, pdptrs=[0] * 4)
+    with pytest.raises(ValueError, match="PAE"):
+        load_pdptrs(m4, b4.regs(), t4.mem, r4.pointer)
+    amd = TdpMMU(vendor="amd")
+    ra, _ = amd.get_root(role())
+    with pytest.raises(ValueError, match="intel"):
+        amd.load_pdptrs(mem, regs, ra)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True,

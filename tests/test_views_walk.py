@@ -418,6 +418,24 @@ def test_two_d_grid_refs(mode, vendor, tdp_level, refs):
     assert g.row_labels[-1] == "final GPA 0x301234"
 
 
+def test_two_d_grid_intel_pae_starts_at_the_pdpte_register():
+    """Intel keeps a PAE guest's PDPTEs in registers (SDM Vol. 3A 4.4.1): the PDPTE row makes
+    no reference, PD and PT rows (2+1)(4+1) - 1 = 14 in all; the load at MOV CR3 made
+    4 x (4 EPT refs + 1 read) = 20, shown apart.  AMD reads the PDPTE: 19."""
+    from mmu.views import tdp_view as tv
+    g = tv.two_d_grid("PAE", 0x00C0_1234, "read", "intel", 4)
+    assert g.refs == 14 and g.load_refs == 20 and g.hpa == 0x30_1234 + 2**51
+    assert g.cells[0] == (0,) * 5 and g.row_labels[0].startswith("guest PDPTE 0 (PDPTE register")
+    assert g.cells[1] == (1, 2, 3, 4, 5) and g.cells[-1] == (11, 12, 13, 14, 0)
+    text = tv.render_grid(g).text
+    assert "14 memory references" in text and "20 references (4 EPT walks + 4 reads)" in text
+    title = tv.plot_grid(g).axes[0].get_title()
+    assert title == ("2D walk, PAE guest on 4-level EPT: 14 references "
+                     "(+20 at MOV CR3 to load the PDPTE registers)")
+    amd = tv.two_d_grid("PAE", 0x00C0_1234, "read", "amd", 4)
+    assert amd.refs == 19 and amd.load_refs == 0 and "PDPTE register" not in tv.render_grid(amd).text
+
+
 def test_two_d_grid_render_and_plot():
     from mmu.views import tdp_view as tv
     g = tv.two_d_grid()

@@ -29,8 +29,12 @@ _TDP_NAMES = {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"}
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """The 2D walk's references laid out: ``cells[row][col]`` = order number (1-based) of the
-    reference, or 0 for none.  Rows: one per guest table read, then the final GPA.  Columns:
-    the TDP levels from the root down, then the guest entry itself."""
+    reference, or 0 for none.  Rows: one per guest level, then the final GPA.  Columns:
+    the TDP levels from the root down, then the guest entry itself.
+
+    An Intel walk of a PAE guest takes its PDPTE from a PDPTE register (loaded at MOV CR3,
+    :func:`mmu.tdp.load_pdptrs`): that row is all 0, and ``load_refs`` counts the references
+    the load made (4 EPT walks + 4 reads), which ``refs`` does not include."""
 
     mode: str
     vendor: str
@@ -42,6 +46,7 @@ class Grid:
     exits: int
     hpa: int | None
     outcome: str
+    load_refs: int = 0
 
 
 def two_d_grid(mode: str = "4-level", gva: int = 0x00C0_1234, access: str = "read",
@@ -62,6 +67,11 @@ def two_d_grid(mode: str = "4-level", gva: int = 0x00C0_1234, access: str = "rea
     labels: list[str] = []
     cur = [0] * len(cols)
     gi = 0
+    if r.pdptrs is not None and guest_steps and guest_steps[0].level == 3:
+        # Intel, PAE guest: the PDPTE comes from its register, no memory reference.
+        labels.append(f"guest PDPTE {guest_steps[0].index} (PDPTE register: no reference)")
+        rows.append([0] * len(cols))
+        gi = 1
     for n, ref in enumerate(r.refs, 1):
         if ref.kind == "tdp":
             cur[tdp_cols.index(ref.level)] = n
@@ -84,7 +94,7 @@ def two_d_grid(mode: str = "4-level", gva: int = 0x00C0_1234, access: str = "rea
     else:
         outcome = f"✘ guest fault injected: {r.fault.reason}"
     return Grid(mode, vendor, gva, tuple(labels), cols, tuple(tuple(x) for x in rows),
-                len(r.refs), exits, r.hpa, outcome)
+                len(r.refs), exits, r.hpa, outcome, len(r.pdptr_load_refs))
 
 
 def render_grid(gr: Grid) -> View:
@@ -96,6 +106,9 @@ def render_grid(gr: Grid) -> View:
               f"(numbers = order)", ("translating", *gr.col_labels), rows)
     tail = (f"Outcome: {gr.outcome}. The first access took {_count(gr.exits, 'TDP exit')} to build "
             f"the tables (one per missing GPA).")
+    if gr.load_refs:
+        tail += (f"\nThe PDPTE came from a PDPTE register: Intel loads all 4 at MOV to CR3, "
+                 f"{gr.load_refs} references (4 EPT walks + 4 reads), not counted above.")
     return View(t.text() + "\n" + tail, wrap_html(t.html() + f"<p>{esc(tail)}</p>",
                                                  "two-d-grid"))
 
@@ -125,8 +138,9 @@ def plot_grid(gr: Grid, ax: Any = None) -> Any:
     ax.set_yticks([i + 0.5 for i in range(nr)], gr.row_labels)
     ax.set_xlabel("entry read: TDP levels (root → leaf), then the guest's own entry")
     ax.set_ylabel("guest level being translated")
+    load = f" (+{gr.load_refs} at MOV CR3 to load the PDPTE registers)" if gr.load_refs else ""
     ax.set_title(f"2D walk, {gr.mode} guest on {nc - 1}-level "
-                 f"{'EPT' if gr.vendor == 'intel' else 'NPT'}: {gr.refs} references")
+                 f"{'EPT' if gr.vendor == 'intel' else 'NPT'}: {gr.refs} references{load}")
     fig.tight_layout()
     return fig
 
