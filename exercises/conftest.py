@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 #: One marker per lab notebook / exercise kind.
-KINDS = ("walks", "permissions", "roles", "shadow", "root_reuse", "cr0_wp")
+KINDS = ("walks", "permissions", "roles", "shadow", "root_reuse", "cr0_wp", "legacy",
+         "nested")
 
 
 def pytest_configure(config):

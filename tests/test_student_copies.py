@@ -22,10 +22,11 @@ import nbformat
 import pytest
 
 from conftest import REPO
+from mmu.exercises.notebooks import LABS
 from mmu.exercises.student import STUB, make_student_copies, solution_lines
 from test_notebook_hygiene import notebook_problems
 
-KINDS = ("walks", "permissions", "roles", "shadow", "root_reuse", "cr0_wp")
+KINDS = tuple(LABS)     # every lab notebook, new ones included
 SOURCES = {k: REPO / "exercises" / f"{k}.ipynb" for k in KINDS}
 GRADE = "problem.grade(answer)"
 

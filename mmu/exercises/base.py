@@ -227,6 +227,6 @@ def _shown(step: Step, value: Any) -> str:
 
 def registry() -> dict[str, Callable[..., Problem]]:
     """``{kind: make_problem}`` for every exercise module."""
-    from . import cr0_wp, permissions, roles, root_reuse, shadow, walks
+    from . import cr0_wp, legacy, nested, permissions, roles, root_reuse, shadow, walks
     return {m.KIND: m.make_problem for m in (walks, permissions, roles, shadow, root_reuse,
-                                             cr0_wp)}
+                                             cr0_wp, legacy, nested)}

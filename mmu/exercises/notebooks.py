@@ -191,6 +191,59 @@ LABS: dict[str, dict] = {
                           "hole = wp_hole(BUGGY_ROOT_ROLES['cr0_wp'])\n"
                           "assert hole.hole and hole.root_reused and hole.architectural_fault"),
         ]),
+    "legacy": dict(
+        title="# Lab 7: The 5.18 -> 5.19 role split",
+        see=["compute the single `mmu_role` of Linux 5.18 and the `root_role` of 5.19 for "
+             "the same state, and say where they differ;",
+             "say whether a guest CR0.WP or EFER.NX toggle changes the root page's role on "
+             "5.18 and on 5.19, under two-dimensional paging (TDP) and shadow paging;",
+             "pack the pre-series extended role word, with its `cr0_pg` and `cr4_pae`."],
+        intro=("Until Linux 5.18 a `struct kvm_mmu` had one role, `mmu_role`: its `base` was "
+               "the role of KVM's root page *and* carried the guest's CR0.WP and EFER.NX "
+               "(`kvm_calc_mmu_role_common`), even under TDP, where the root page does not "
+               "depend on them.  Linux 5.19 split it into `cpu_role` (the guest's paging, "
+               "`kvm_calc_cpu_role`) and `root_role` (KVM's page: for TDP `cr0_wp` and "
+               "`efer_nx` are constant 1; for shadow paging `efer_nx` is forced to 1), and "
+               "dropped `ext.cr0_pg` and `ext.cr4_pae`, which `base.direct` and "
+               "`base.has_4_byte_gpte` already said.  In 5.18 bit 18 of the page role is "
+               "unused (`passthrough` came with 5.19)."),
+        exercises=[
+            ("One state, two kernels", "Answer with two words and a set of field names.", 1,
+             lambda p: p.mmu == "tdp" and len(p.solve()["differ"]) >= 2),
+            ("The same under shadow paging", "", 1,
+             lambda p: p.mmu == "shadow" and p.solve()["differ"]),
+            ("Does a toggle change the root role?", "", 2,
+             lambda p: p.mmu == "tdp" and p.solve()["5.18"]),
+            ("The toggle under shadow paging", "", 2,
+             lambda p: p.mmu == "shadow" and p.solve()["5.18"] != p.solve()["5.19"]),
+            ("The pre-series extended word", "Answer with one word.", 3, 2),
+        ]),
+    "nested": dict(
+        title="# Lab 8: Nested roles",
+        see=["compute the role of the MMU that shadows L1's extended page tables (EPT);",
+             "compute the CPU and root roles of nested NPT, including the `passthrough` "
+             "root KVM puts over a 4-level L1 table when its own is 5-level;",
+             "say which roots `guest_mode` and `smm` keep apart."],
+        intro=("When L1 runs an L2 guest with EPT or NPT, KVM shadows L1's EPT/NPT tables in "
+               "a second MMU, `guest_mmu`.  For EPT its role is built from zero "
+               "(`kvm_calc_shadow_ept_root_page_role`): only the EPTP's walk length and A/D "
+               "enable and the host's execute-only support enter it.  For NPT it is the CPU "
+               "role of L1's registers as `nested_svm_init_mmu_context` passes them (CR0 = PG "
+               "only, CR4.PKE masked; `kvm_init_shadow_npt_mmu`), with KVM's level.  Every "
+               "role word also has `guest_mode` (bit 17) and `smm` (bits 24-31), so roots "
+               "made for L2 or for SMM are never found for L1 outside SMM."),
+        exercises=[
+            ("The nested EPT role", "Answer with two words: base and ext.", 1,
+             lambda p: not p.ad and p.execonly),
+            ("Nested NPT with a passthrough root", "", 2,
+             lambda p: p.root.passthrough and not p.smm),
+            ("Nested NPT, L1 in legacy paging", "", 2,
+             lambda p: p.cpu.base.level in (2, 3)),
+            ("Which roots are shared?", "Answer with a list of ints.", 3,
+             lambda p: p.mmu == "tdp" and len(set(p.solve().values())) >= 3),
+            ("The same under shadow paging", "", 3,
+             lambda p: p.mmu == "shadow" and len(set(p.solve().values())) >= 2),
+        ]),
 }
 
 
