@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..legacy import LegacyExtendedRole, mmu_role
-from ..regs import CR0, EFER
+from ..regs import CR0, CR4, EFER
 from ..roles import PageRole, cpu_role, shadow_root_role, tdp_root_role
 from .base import CheckFailed, Problem, Step
 from .roles import _show_set, describe_regs, field_rules, random_regs
@@ -51,6 +51,16 @@ _EXT_518 = dict(field_rules("ext"),
                 cr4_pae="CR4.PAE with paging on (5.18 only: 5.19 reads it from "
                         "base.has_4_byte_gpte)",
                 cr4_pse="CR4.PSE with paging on", execonly="0 except for nested EPT")
+
+
+def _regs(rng, p_off: float):
+    """Random registers with paging off with probability ``p_off`` (random_regs with
+    paging=False still draws among all modes, paging off only one time in five)."""
+    regs = random_regs(rng, paging=True)
+    if rng.random() < p_off:
+        regs = regs.replace(cr0=regs.cr0 & ~int(CR0.PG), cr4=regs.cr4 & ~int(CR4.LA57),
+                            efer=regs.efer & ~int(EFER.LMA | EFER.LME))
+    return regs
 
 
 def legacy_rules(flavour: str) -> dict[str, str]:
@@ -125,7 +135,7 @@ class SplitProblem(WordsProblem):
     def __init__(self, seed: int, difficulty: int = 1) -> None:
         super().__init__(seed, difficulty)
         rng = self.rng
-        self.regs = random_regs(rng, paging=rng.random() < 0.85)
+        self.regs = _regs(rng, 0.15)
         self.smm = rng.random() < 0.15
         self.guest_mode = not self.smm and rng.random() < 0.15
         self.mmu = rng.choice(("tdp", "shadow"))
@@ -190,7 +200,7 @@ class ToggleProblem(Problem):
         super().__init__(seed, difficulty)
         rng = self.rng
         self.mmu = rng.choice(("tdp", "shadow"))
-        self.old = random_regs(rng, paging=rng.random() < 0.9)
+        self.old = _regs(rng, 0.2)
         self.reg, self.bit = rng.choice(_TOGGLES)
         self.new = self.old.replace(**{self.reg: getattr(self.old, self.reg) ^ int(self.bit)})
         tdp = self.mmu == "tdp"
@@ -234,7 +244,7 @@ class LegacyExtProblem(WordsProblem):
     def __init__(self, seed: int, difficulty: int = 3) -> None:
         super().__init__(seed, difficulty)
         rng = self.rng
-        self.regs = random_regs(rng, paging=rng.random() < 0.9)
+        self.regs = _regs(rng, 0.1)
         self.ext = mmu_role(self.regs).ext
         self.words = [("mmu_role.ext", self.ext, legacy_rules("ext"))]
 
