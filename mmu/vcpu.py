@@ -48,7 +48,7 @@ from .regs import CR0, CR4, EFER, Regs
 from .root_cache import (KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOTS_ALL, RootCache, RootInfo)
 from .walker import Fault
 
-__all__ = ["VCpu", "Vm", "Event", "WriteResult", "Preview", "MMU_KINDS", "VENDORS",
+__all__ = ["VCpu", "Vm", "Event", "WriteResult", "Preview", "GuestMmu", "MMU_KINDS", "VENDORS",
            "KVM_MMU_CR0_ROLE_BITS", "KVM_MMU_CR4_ROLE_BITS", "RESET_CR0"]
 
 MMU_KINDS = ("tdp", "legacy", "shadow")
@@ -110,6 +110,93 @@ class Preview:
     root_role: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class _NestedTdp:
+    """What one nested entry with nested TDP hands to guest_mmu: "ept" or "npt", the
+    EPTP / nCR3 (``get_guest_pgd``), and the roles ``kvm_init_shadow_{ept,npt}_mmu``
+    compute from it."""
+
+    kind: str
+    pointer: int
+    cpu_role: Any
+    root_role: Any
+
+
+class _RootSlots:
+    """``root`` and ``prev_roots`` of one ``struct kvm_mmu`` (a :class:`RootCache` in
+    ``cache``), the root objects behind their hpas and the references the slots hold
+    (``_roots``, ``_root_refs``)."""
+
+    cache: RootCache
+    _roots: dict
+    _root_refs: Counter
+
+    @property
+    def root(self) -> RootInfo:
+        return self.cache.root
+
+    @property
+    def prev_roots(self) -> tuple[RootInfo, ...]:
+        return tuple(self.cache.prev_roots)
+
+    @property
+    def root_object(self):
+        """The shadow/TDP root object behind ``root.hpa`` (None when invalid)."""
+        return self._roots.get(self.cache.root.hpa) if self.cache.root.valid else None
+
+    def _drop_ref(self, hpa: int) -> Any:
+        """A root-info slot lets go of ``hpa`` (each slot took its own reference when it
+        was loaded); the object is forgotten when no slot holds it any more."""
+        root = self._roots[hpa]
+        self._root_refs[hpa] -= 1
+        if self._root_refs[hpa] <= 0:
+            del self._roots[hpa], self._root_refs[hpa]
+        return root
+
+
+class GuestMmu(_RootSlots):
+    """``vcpu->arch.guest_mmu``: the MMU that shadows L1's EPT or NPT tables while L2 runs
+    with nested TDP (facts §2.3, §4).
+
+    Its roots are ordinary shadow pages of the VM's hash (:attr:`Vm.shadow`), keyed by
+    (gfn of the EPTP/nCR3, role word) -- never TDP MMU roots, whatever ``tdp_mmu`` is -- so
+    a root freed from this cache stays hashed and is found again by the next
+    ``mmu_alloc_shadow_roots``.  ``root``/``prev_roots`` live in a :class:`RootCache` of
+    their own (``kvm_mmu_new_pgd`` on this MMU searches only these four slots).
+
+    ``kind`` is "ept" (``kvm_init_shadow_ept_mmu``, nested VMX) or "npt"
+    (``kvm_init_shadow_npt_mmu``, nested SVM), None before the first nested entry.
+    """
+
+    def __init__(self, vcpu: "VCpu") -> None:
+        self._vcpu = vcpu
+        self.kind: str | None = None
+        #: ``get_guest_pgd``: the EPTP (vmcs12->ept_pointer) or nCR3 of the last entry.
+        self.pgd: int | None = None
+        self.cpu_role = None
+        self.root_role = None
+        self._roots: dict[int, Any] = {}
+        self._root_refs: Counter[int] = Counter()
+        self.cache = RootCache(self._sp_role_word, self._free_root)
+
+    def _sp_role_word(self, hpa: int) -> "int | None":
+        root = self._roots.get(hpa)
+        sp = getattr(root, "sp", None)
+        return None if sp is None else sp.role.word
+
+    def _free_root(self, hpa: int) -> None:
+        """``mmu_free_root_page`` on a guest_mmu root: --root_count; the page stays in the
+        VM's hash (it is zapped only if it was already invalid)."""
+        root = self._drop_ref(hpa)
+        self._vcpu.vm.shadow.put_root(root)
+        self._vcpu._event("mmu_free_root_page (guest_mmu)",
+                          f"hpa={hpa:#x}: --root_count; the page stays in the hash")
+        self._vcpu.stats["guest_mmu_roots_put"] += 1
+
+    def __repr__(self) -> str:
+        return f"GuestMmu(kind={self.kind}, root={self.cache.root})"
+
+
 def _gp(reason: str) -> Fault:
     return Fault(vector=13, error_code=0, level=None, reason=reason, addr=0)
 
@@ -151,7 +238,7 @@ class Vm:
         return self.kind != "shadow"
 
 
-class VCpu:
+class VCpu(_RootSlots):
     """One vCPU, reset into real mode (CR0 = :data:`RESET_CR0` = ET|CD|NW: caches and
     paging off), with an invalid root.
 
@@ -193,6 +280,13 @@ class VCpu:
         self._root_role = None
         self._saved_smm: Regs | None = None
         self._saved_l1: tuple | None = None
+        # Nested TDP (opt-in, nested_enter(eptp=/ncr3=)): vcpu->arch.guest_mmu, the CPU
+        # role of vcpu->arch.nested_mmu, whether vcpu->arch.mmu is guest_mmu (and
+        # walk_mmu nested_mmu: mmu_is_nested), and what the current L2 entry used.
+        self.guest_mmu = GuestMmu(self)
+        self.nested_mmu_role = None
+        self._mmu_is_guest = False
+        self._l2_tdp: _NestedTdp | None = None
         self.step = 0
         self._event("kvm_arch_vcpu_create", f"{self.describe()}; root invalid")
         self.kvm_init_mmu()
@@ -237,19 +331,6 @@ class VCpu:
         """``root_mmu.root_role`` (5.19+); for <= 5.18 ``mmu_role.base``, the root's role."""
         return self._root_role
 
-    @property
-    def root(self) -> RootInfo:
-        return self.cache.root
-
-    @property
-    def prev_roots(self) -> tuple[RootInfo, ...]:
-        return tuple(self.cache.prev_roots)
-
-    @property
-    def root_object(self):
-        """The shadow/TDP root object behind ``root.hpa`` (None when invalid)."""
-        return self._roots.get(self.cache.root.hpa) if self.cache.root.valid else None
-
     # -- bookkeeping ---------------------------------------------------------------------
     def _event(self, func: str, detail: str = "") -> None:
         if len(self.events) < self.max_events:
@@ -279,10 +360,7 @@ class VCpu:
     def _free_root(self, hpa: int) -> None:
         """``mmu_free_root_page`` for one root-info slot: drop the reference that slot
         held; forget the hpa only when no other slot of this vCPU still holds it."""
-        root = self._roots[hpa]
-        self._root_refs[hpa] -= 1
-        if self._root_refs[hpa] <= 0:
-            del self._roots[hpa], self._root_refs[hpa]
+        root = self._drop_ref(hpa)
         if self.kind == "tdp":
             preserve = self.era.tdp_root_preserved
             freed = self.vm.tdp.put_root(root, preserve)
@@ -323,6 +401,8 @@ class VCpu:
         unchanged; <= 5.18: iff the single ``mmu_role.as_u64`` is unchanged.  Returns True
         when the MMU context was (re)built.  Roots are not touched here.
         """
+        if self._mmu_is_guest:
+            return self._init_kvm_nested_mmu()
         self.stats["mmu_inits"] += 1
         func = "init_kvm_tdp_mmu" if self.tdp_enabled else "shadow_mmu_init_context"
         mmu, cpu, root = self._compute_roles(self.regs)
@@ -350,10 +430,16 @@ class VCpu:
         return True
 
     def kvm_mmu_unload(self) -> None:
-        """``kvm_mmu_unload``: free the current and all previous roots (KVM_MMU_ROOTS_ALL)."""
+        """``kvm_mmu_unload``: free the current and all previous roots (KVM_MMU_ROOTS_ALL)
+        of ``root_mmu`` and then of ``guest_mmu`` (facts §4); the guest_mmu roots are
+        reported in an event of their own, only when there were any."""
         self.stats["mmu_unloads"] += 1
         freed = self.cache.free_roots(KVM_MMU_ROOTS_ALL)
         self._event("kvm_mmu_unload", f"freed {len(freed)} root(s) (current + prev_roots)")
+        gfreed = self.guest_mmu.cache.free_roots(KVM_MMU_ROOTS_ALL)
+        if gfreed:
+            self._event("kvm_mmu_unload", f"guest_mmu: freed {len(gfreed)} root(s) "
+                                          "(current + prev_roots); the pages stay hashed")
 
     def kvm_mmu_reset_context(self) -> None:
         """``kvm_mmu_reset_context`` = ``kvm_mmu_unload`` + ``kvm_init_mmu`` (every era)."""
@@ -363,7 +449,11 @@ class VCpu:
         self.kvm_init_mmu()
 
     def kvm_mmu_load(self) -> None:
-        """``kvm_mmu_load``: allocate the root per ``root_role.direct`` and the MMU kind."""
+        """``kvm_mmu_load``: allocate the root per ``root_role.direct`` and the MMU kind
+        (on ``guest_mmu`` while L2 runs with nested TDP: :meth:`_guest_mmu_load`)."""
+        if self._mmu_is_guest:
+            self._guest_mmu_load()
+            return
         self.stats["mmu_loads"] += 1
         role = self._root_role
         if self.kind == "tdp":
@@ -402,8 +492,10 @@ class VCpu:
         self._event(f"kvm_mmu_load: {outcome}", f"{how}: {what}; hpa={root.hpa:#x}")
 
     def kvm_mmu_reload(self) -> None:
-        """``kvm_mmu_reload`` on guest entry: load only when the root is invalid."""
-        if not self.cache.root.valid:
+        """``kvm_mmu_reload`` on guest entry: load only when the root of
+        ``vcpu->arch.mmu`` (root_mmu, or guest_mmu under nested TDP) is invalid."""
+        cache = self.guest_mmu.cache if self._mmu_is_guest else self.cache
+        if not cache.root.valid:
             self.kvm_mmu_load()
 
     def enter(self) -> None:
@@ -413,7 +505,11 @@ class VCpu:
     def kvm_mmu_new_pgd(self, new_pgd: int) -> None:
         """``kvm_mmu_new_pgd``: look for a usable cached root, else leave the root invalid
         for ``kvm_mmu_reload``.  5.18+ uses the MMU's stored role; <= 5.17 recomputed it
-        from the registers (``kvm_mmu_calc_root_page_role``)."""
+        from the registers (``kvm_mmu_calc_root_page_role``).  Acts on
+        ``vcpu->arch.mmu``: guest_mmu while L2 runs with nested TDP."""
+        if self._mmu_is_guest:
+            self._guest_mmu_new_pgd(new_pgd)
+            return
         self.stats["new_pgd_calls"] += 1
         role = self._root_role
         if not self.era.new_pgd_uses_mmu_role:
@@ -422,14 +518,21 @@ class VCpu:
         if res.freed_special:
             self._event("fast_pgd_switch", "current root has no shadow page (PAE root): "
                                            "freed before the search")
+        self._report_switch(res, new_pgd, "")
+
+    def _report_switch(self, res, new_pgd: int, mmu: str) -> None:
+        """Count and describe a ``fast_pgd_switch`` result; ``mmu`` is "" for root_mmu
+        or "guest_mmu" (a stats prefix and an event tag)."""
+        key = f"{mmu}_" if mmu else ""
+        tag = f" ({mmu})" if mmu else ""
         if res.hit:
-            self.stats["prev_root_hits"] += 1
+            self.stats[f"{key}prev_root_hits"] += 1
             where = "current root" if res.slot == "current" else f"prev_roots[{res.slot}]"
-            self._event(f"fast_pgd_switch: {where} hit", f"pgd={new_pgd:#x}")
+            self._event(f"fast_pgd_switch{tag}: {where} hit", f"pgd={new_pgd:#x}")
         else:
-            self.stats["prev_root_misses"] += 1
+            self.stats[f"{key}prev_root_misses"] += 1
             extra = (f"; former LRU hpa={res.evicted:#x} freed" if res.evicted is not None else "")
-            self._event("fast_pgd_switch: miss",
+            self._event(f"fast_pgd_switch{tag}: miss",
                         f"pgd={new_pgd:#x}: kvm_mmu_reload will find or build a root{extra}")
 
     def kvm_mmu_refresh_passthrough_bits(self) -> bool:
@@ -750,7 +853,7 @@ class VCpu:
         mark = self._begin()
         self._exit("SMI (KVM_REQ_SMI processed on the way back in)")
         from_l2 = self.guest_mode
-        self._saved_smm = (self.regs, self.cs_l, from_l2, self._saved_l1)
+        self._saved_smm = (self.regs, self.cs_l, from_l2, self._saved_l1, self._l2_tdp)
         self._event("enter_smm", "state saved to SMRAM" + (" (L2's)" if from_l2 else ""))
         if from_l2:
             hook, vmexit = self._NESTED_SMM[self.vendor][:2]
@@ -789,7 +892,7 @@ class VCpu:
                              "enter_smm -- use kvm_smm_changed(False) instead")
         mark = self._begin()
         self._exit("RSM")
-        regs, cs_l, from_l2, saved_l1 = self._saved_smm
+        regs, cs_l, from_l2, saved_l1, l2_tdp = self._saved_smm
         self._saved_smm = None
         self.smm = False
         self._event("kvm_smm_changed", "smm=0")
@@ -799,6 +902,10 @@ class VCpu:
             self.guest_mode = True
             self._event(leave, f"the SMI came from L2: {enter}, guest_mode=1, before the "
                                "SMRAM state is loaded")
+            if l2_tdp is not None:
+                # The re-entry sets up guest_mmu again; nested_mmu is re-initialised by
+                # the reset below, once L2's registers are back.
+                self._nested_tdp_switch(l2_tdp)
         self.regs, self.cs_l = regs, cs_l
         self._event("emulator_leave_smm", "registers restored from SMRAM"
                     + (" (L2's)" if from_l2 else ""))
@@ -830,7 +937,9 @@ class VCpu:
 
     def nested_enter(self, l2_cr0: int | None = None, l2_cr3: int | None = None,
                      l2_cr4: int | None = None, l2_efer: int | None = None, *,
-                     l2_cs_l: bool | None = None) -> WriteResult:
+                     l2_cs_l: bool | None = None, eptp: int | None = None,
+                     ncr3: int | None = None, ept_level: int = 4, ept_ad: bool = True,
+                     execonly: bool = False) -> WriteResult:
         """VMLAUNCH/VMRUN of an L2 guest, minimal: L1's registers are saved, L2's loaded,
         guest_mode=1 and ``kvm_init_mmu`` runs (nested entry calls it directly).
 
@@ -841,12 +950,37 @@ class VCpu:
         check it for such a guest, SDM 26.3.1.2), so the model clears it rather than
         refusing the entry.  ``l2_cs_l=True`` for an L2 without EFER.LMA is a bad argument.
 
-        Modelled: the guest_mode bit in the roles, so L2 gets roots of its own and L1's
-        are freed or kept as the era dictates.  Not modelled: the separate ``guest_mmu``
-        that shadows L1's EPT/NPT tables, ``nested_mmu``, and L1's own intercepts.
+        Default (no ``eptp``/``ncr3``): L1 does not use EPT/NPT for L2 (or the model
+        ignores it), and nesting is the guest_mode bit in root_mmu's roles, so L2 gets
+        roots of its own and L1's are freed or kept as the era dictates.
+
+        Nested TDP (opt-in, vCPUs with EPT/NPT, 5.19+ eras): ``eptp`` (Intel, L1 enables
+        EPT in vmcs12) or ``ncr3`` (AMD, L1 enables NPT in vmcb12).  Then, as
+        ``nested_ept_init_mmu_context`` / ``nested_svm_init_mmu_context`` do,
+        ``vcpu->arch.mmu`` becomes :attr:`guest_mmu` and ``walk_mmu`` becomes nested_mmu;
+        root_mmu (L1's roles and roots) is left alone:
+
+        * EPT: ``kvm_init_shadow_ept_mmu`` with cpu_role = ``nested_ept_role(ept_level,
+          ept_ad, execonly)`` and root_role = its base, early return iff cpu_role.as_u64
+          is unchanged; then always ``kvm_mmu_new_pgd(eptp)`` on guest_mmu.  ``ept_level``
+          and ``ept_ad`` must agree with the EPTP's bits 5:3 and 6 when those are set;
+          in SMM it is refused (ValueError, as ``nested_ept_role``);
+        * NPT: ``kvm_init_shadow_npt_mmu`` with (cpu_role, root_role) =
+          ``nested_npt_roles(L1's CR4/EFER, tdp_level)``, early return iff both are
+          unchanged; then ``kvm_mmu_new_pgd(ncr3)``.  L1 must be in 4/5-level paging
+          (the pml4_root over a 32-bit/PAE NPT is not modelled);
+        * ``nested_vmx_load_cr3``/``nested_svm_load_cr3`` -> ``kvm_init_mmu``, which now
+          runs ``init_kvm_nested_mmu`` (:attr:`nested_mmu_role`, from L2's registers);
+        * ``kvm_mmu_reload`` loads a guest_mmu root from the VM's shadow hash.
+
+        Not modelled: L1's own intercepts, INVEPT, EPTP switching (VMFUNC), EPT
+        violations reflected to L1.
         """
         if self.guest_mode:
             raise ValueError("nested_enter: already running L2 (allowed only from L1)")
+        tdp_spec = None
+        if eptp is not None or ncr3 is not None:
+            tdp_spec = self._nested_tdp_spec(eptp, ncr3, ept_level, ept_ad, execonly)
         # Bad arguments are refused before anything is counted or saved.
         r = self.regs
         new = Regs(cr0=check_int("l2_cr0", r.cr0 if l2_cr0 is None else l2_cr0, 0, 1 << 32),
@@ -876,10 +1010,144 @@ class VCpu:
         self._event("nested entry", "L2 state loaded; guest_mode=1; kvm_init_mmu"
                     + ("; CS.L=0 (L2 not in IA-32e mode)"
                        if self._saved_l1[1] and not l2_ia32e else ""))
-        self.kvm_init_mmu()
-        self.kvm_mmu_new_pgd(new.cr3)
+        if tdp_spec is not None:
+            self._nested_tdp_switch(tdp_spec)
+            # nested_{vmx,svm}_load_cr3 with nested TDP: no kvm_mmu_new_pgd for L2's CR3
+            # (it is a guest-physical pointer the hardware walks), only kvm_init_mmu.
+            self.kvm_init_mmu()
+        else:
+            self.kvm_init_mmu()
+            self.kvm_mmu_new_pgd(new.cr3)
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
+
+    # -- nested TDP: guest_mmu and nested_mmu --------------------------------------------
+    _INIT = {"ept": ("nested_ept_init_mmu_context", "kvm_init_shadow_ept_mmu"),
+             "npt": ("nested_svm_init_mmu_context", "kvm_init_shadow_npt_mmu")}
+    _UNINIT = {"ept": "nested_ept_uninit_mmu_context", "npt": "nested_svm_uninit_mmu_context"}
+
+    def _nested_tdp_spec(self, eptp: int | None, ncr3: int | None, ept_level: int,
+                         ept_ad: bool, execonly: bool) -> _NestedTdp:
+        """Check the nested-TDP arguments and compute guest_mmu's roles; raises before
+        anything is counted or changed."""
+        from . import roles
+        if eptp is not None and ncr3 is not None:
+            raise ValueError("nested_enter: give eptp (Intel) or ncr3 (AMD), not both")
+        if not self.tdp_enabled:
+            raise ValueError("nested_enter: eptp/ncr3 need a vCPU with EPT/NPT (mmu='tdp' or "
+                             "'legacy'), not mmu='shadow'")
+        if not self.era.role_split:
+            raise ValueError(f"nested_enter: nested TDP is modelled for the 5.19+ roles "
+                             f"(role_split), not kernel {self.era.name}")
+        for name, value in (("ept_ad", ept_ad), ("execonly", execonly)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+        limit = 1 << self.maxphyaddr
+        if eptp is not None:
+            if self.vendor != "intel":
+                raise ValueError("nested_enter: eptp is Intel's (nested VMX); allowed only "
+                                 "with vendor='intel' -- use ncr3 on AMD")
+            eptp = check_int("eptp", eptp, 0, 1 << 64)
+            if eptp & ~0xFFF >= limit:
+                raise ValueError(f"eptp={eptp:#x}: address bits at or above "
+                                 f"MAXPHYADDR={self.maxphyaddr}")
+            # nested_ept_role checks ept_level (4 or 5) and refuses SMM.
+            role = roles.nested_ept_role(ept_level, ept_ad, execonly, smm=self.smm)
+            walk_bits = (eptp >> 3) & 7
+            if walk_bits and walk_bits + 1 != ept_level:
+                raise ValueError(f"eptp={eptp:#x} has a {walk_bits + 1}-level walk length "
+                                 f"(bits 5:3) but ept_level={ept_level}")
+            if eptp & 0x7F and bool(eptp & (1 << 6)) != ept_ad:
+                raise ValueError(f"eptp={eptp:#x}: A/D enable (bit 6) is "
+                                 f"{int(bool(eptp & (1 << 6)))} but ept_ad={ept_ad}")
+            return _NestedTdp("ept", eptp, role, role.base)
+        if self.vendor != "amd":
+            raise ValueError("nested_enter: ncr3 is AMD's (nested SVM); allowed only with "
+                             "vendor='amd' -- use eptp on Intel")
+        ncr3 = check_int("ncr3", ncr3, 0, limit)
+        cpu, root = roles.nested_npt_roles(self.regs, self.vm.tdp_level, smm=self.smm)
+        if cpu.base.level < 4:
+            raise ValueError(f"nested NPT over L1's {cpu.base.level}-level paging is not "
+                             "modelled (KVM's pml4_root over pae_root): allowed only L1 in "
+                             "4- or 5-level paging")
+        return _NestedTdp("npt", ncr3, cpu, root)
+
+    def _nested_tdp_switch(self, spec: _NestedTdp) -> None:
+        """``nested_{ept,svm}_init_mmu_context``: vcpu->arch.mmu = guest_mmu, then
+        ``kvm_init_shadow_{ept,npt}_mmu`` and ``kvm_mmu_new_pgd(EPTP/nCR3)`` on it;
+        walk_mmu = nested_mmu.  root_mmu is not touched."""
+        gm = self.guest_mmu
+        setup, init = self._INIT[spec.kind]
+        self._mmu_is_guest = True
+        self._l2_tdp = spec
+        self._event(setup, "vcpu->arch.mmu = guest_mmu, walk_mmu = nested_mmu; root_mmu "
+                           "and its roots are left as L1 had them")
+        self.stats["guest_mmu_inits"] += 1
+        # EPT compares only cpu_role.as_u64 (root_role is its base); NPT goes through
+        # shadow_mmu_init_context, which compares cpu_role and root_role (facts §2.3).
+        same = (gm.kind == spec.kind and gm.cpu_role is not None
+                and gm.cpu_role.as_u64 == spec.cpu_role.as_u64
+                and gm.root_role.word == spec.root_role.word)
+        if same:
+            self.stats["guest_mmu_init_early_returns"] += 1
+            self._event(f"{init}: early return", "guest_mmu cpu_role unchanged"
+                        + (" (and root_role)" if spec.kind == "npt" else ""))
+        else:
+            changes = []
+            if gm.cpu_role is not None:
+                changes += [f"cpu_role.{f} {a}->{b}" for f, a, b in gm.cpu_role.diff(spec.cpu_role)]
+                changes += [f"root_role.{f} {a}->{b}"
+                            for f, a, b in gm.root_role.diff(spec.root_role)]
+            gm.kind, gm.cpu_role, gm.root_role = spec.kind, spec.cpu_role, spec.root_role
+            self._event(init, "guest_mmu: " + (", ".join(changes) or "first init")
+                        + f"; cpu_role={spec.cpu_role.as_u64:#x} "
+                          f"root_role={spec.root_role.word:#x}")
+        gm.pgd = spec.pointer
+        self._guest_mmu_new_pgd(spec.pointer)
+
+    def _init_kvm_nested_mmu(self) -> bool:
+        """``kvm_init_mmu`` while ``mmu_is_nested``: ``init_kvm_nested_mmu`` stores only
+        nested_mmu's CPU role (L2's GVA walker; it has no roots).  True if it changed."""
+        from . import roles
+        self.stats["nested_mmu_inits"] += 1
+        new = roles.nested_mmu_role(self.regs, smm=self.smm)
+        if self.nested_mmu_role is not None and new.as_u64 == self.nested_mmu_role.as_u64:
+            self.stats["nested_mmu_init_early_returns"] += 1
+            self._event("init_kvm_nested_mmu: early return", "nested_mmu cpu_role unchanged")
+            return False
+        changes = ([] if self.nested_mmu_role is None else
+                   [f"cpu_role.{f} {a}->{b}" for f, a, b in self.nested_mmu_role.diff(new)])
+        self.nested_mmu_role = new
+        self._event("init_kvm_nested_mmu", "nested_mmu (L2 GVA walker): "
+                    + (", ".join(changes) or "first init") + "; root_mmu and guest_mmu untouched")
+        return True
+
+    def _guest_mmu_new_pgd(self, new_pgd: int) -> None:
+        """``kvm_mmu_new_pgd`` on guest_mmu: ``fast_pgd_switch`` over guest_mmu's own
+        current root and prev_roots, with guest_mmu's root_role (indirect: the PGD --
+        the EPTP/nCR3 -- must match too)."""
+        gm = self.guest_mmu
+        self.stats["guest_mmu_new_pgd_calls"] += 1
+        self._report_switch(gm.cache.fast_pgd_switch(new_pgd, gm.root_role), new_pgd,
+                            "guest_mmu")
+
+    def _guest_mmu_load(self) -> None:
+        """``kvm_mmu_load`` on guest_mmu: ``mmu_alloc_shadow_roots`` for the gfn of the
+        EPTP/nCR3 with guest_mmu's root role -- a shadow page of the VM's hash, found
+        again there if an earlier root was only freed from the cache."""
+        gm = self.guest_mmu
+        self.stats["guest_mmu_loads"] += 1
+        root, created, reused = self.vm.shadow.alloc_shadow_roots(gm.cpu_role, gm.root_role,
+                                                                  gm.pgd)
+        gm._roots[root.hpa] = root
+        gm._root_refs[root.hpa] += 1
+        gm.cache.root = RootInfo(gm.pgd, root.hpa)
+        self.stats["guest_mmu_roots_created"] += int(created)
+        self.stats["guest_mmu_roots_reused"] += int(reused)
+        outcome = "created" if created else "hash hit"
+        self._event(f"kvm_mmu_load (guest_mmu): {outcome}",
+                    f"mmu_alloc_shadow_roots: gfn={(gm.pgd & ~0xFFF) >> 12:#x} "
+                    f"role={gm.root_role.word:#x}; hpa={root.hpa:#x}")
 
     def nested_exit(self) -> WriteResult:
         """VM-exit from L2 to L1: L1's registers back, guest_mode=0, ``kvm_init_mmu`` and
@@ -899,6 +1167,12 @@ class VCpu:
         self._saved_l1 = None
         self.guest_mode = False
         self._event(func, detail)
+        if self._mmu_is_guest:
+            # guest_mmu keeps its roots (current + prev_roots) for the next entry.
+            self._mmu_is_guest = False
+            self._event(self._UNINIT[self._l2_tdp.kind],
+                        "vcpu->arch.mmu = walk_mmu = root_mmu; guest_mmu keeps its roots")
+        self._l2_tdp = None
         self.kvm_init_mmu()
         self.kvm_mmu_new_pgd(self.regs.cr3)
 
