@@ -31,8 +31,10 @@ Simplifications, said once: one guest-physical address space per VM; no CS descr
 guest's reserved PDPTE bits are not checked here); no CPUID (every CR4 feature exists);
 SMM entry/exit does one ``kvm_mmu_reset_context`` each (an SMI in L2 first exits to L1,
 and its RSM re-enters L2, as ``vmx/svm_enter_smm`` and ``vmx/svm_leave_smm`` do); nested
-virtualisation is modelled only as the guest_mode bit of the roles (see
-:meth:`VCpu.nested_enter`).
+virtualisation is the guest_mode bit of root_mmu's roles unless L1 uses EPT/NPT for L2
+(``nested_enter(eptp=/ncr3=)``), which runs L2 on :class:`GuestMmu` (``guest_mmu``) as
+``nested_ept_init_mmu_context``/``nested_svm_init_mmu_context`` do (vmx/nested.c,
+svm/nested.c, 6.4); L1's intercepts are not modelled (see :meth:`VCpu.nested_enter`).
 """
 from __future__ import annotations
 
