@@ -41,7 +41,7 @@ _LAZY = {
     "render_permissions_table": "permissions",
     "ShadowMMU": "shadow", "ShadowPage": "shadow", "Root": "shadow",
     "TdpMMU": "tdp", "TdpRoot": "tdp", "two_d_walk": "tdp",
-    "VCpu": "vcpu", "Vm": "vcpu",
+    "VCpu": "vcpu", "Vm": "vcpu", "GuestMmu": "vcpu",
     "Era": "eras", "era": "eras",
     "RootCache": "root_cache", "RootInfo": "root_cache",
 }
