@@ -39,7 +39,8 @@ from .regs import RFLAGS
 
 __all__ = [
     "PFERR_IMPLICIT_ACCESS", "gpte_access", "ept_gpte_access", "gpte_pkey",
-    "update_permission_bitmask", "update_pkru_bitmask", "permission_fault",
+    "update_permission_bitmask", "update_pkru_bitmask", "permission_index",
+    "permission_fault", "kvm_reports_fetch",
     "rsvd_bits", "GuestRsvdMasks", "rsvds_bits_mask", "guest_rsvd_masks", "ept_rsvd_masks",
     "rsvd_bits_set", "is_rsvd_gpte",
     "GuestMetadata", "reset_guest_paging_metadata", "refresh_passthrough_bits",
@@ -203,6 +204,32 @@ def _check_permissions(permissions: object) -> tuple[int, ...]:
     return tuple(permissions)
 
 
+def _index(pfec: int, rflags: int, implicit: bool) -> int:
+    not_smap = bool(rflags & _RFLAGS_AC) and not implicit
+    return (pfec + (int(not_smap) << 3)) >> 1
+
+
+def permission_index(pfec: int, *, rflags: int, implicit: bool = False) -> int:
+    """The ``permissions[]`` byte ``permission_fault`` consults (mmu.h): index =
+    (pfec + (not_smap << 3)) >> 1, where ``not_smap`` = RFLAGS.AC set on an explicit
+    access; it rides in the RSVD slot of the PFEC, which is never an input."""
+    pfec = check_int("pfec", pfec, 0, 1 << 32)
+    if pfec & ~_PFEC_INPUT:
+        raise ValueError(f"pfec={pfec:#x} has bits outside P|W|U|F ({_PFEC_INPUT:#x}); "
+                         f"RSVD and PK are results, not inputs")
+    return _index(pfec, check_int("rflags", rflags, 0, 1 << 64), implicit)
+
+
+def kvm_reports_fetch(cpu_role: Any) -> bool:
+    """Whether KVM's software walker puts PFERR_FETCH in a fetch fault's error code:
+    ``FNAME(walk_addr_generic)`` (paging_tmpl.h, 5.14+, incl. 5.18 and 6.4) tests
+    ``is_efer_nx(mmu) || is_cr4_smep(mmu)``.  The SDM (Vol. 3A 4.7) also asks for
+    CR4.PAE with NXE, so the two differ for 32-bit paging with EFER.NXE=1, where
+    kvm_calc_cpu_role still sets efer_nx (docs/fact-check.md)."""
+    _, efer_nx, cr4_smep, _, _ = _role_bits(cpu_role)
+    return efer_nx or cr4_smep
+
+
 def permission_fault(permissions: tuple[int, ...], pkru_mask: int, pte_access: int,
                      pte_pkey: int, pfec: int, *, rflags: int, pkru: int,
                      implicit: bool = False) -> int:
@@ -234,9 +261,7 @@ def permission_fault(permissions: tuple[int, ...], pkru_mask: int, pte_access: i
     rflags = check_int("rflags", rflags, 0, 1 << 64)
     pkru = check_int("pkru", pkru, 0, 1 << 32)
 
-    not_smap = bool(rflags & _RFLAGS_AC) and not implicit
-    index = (pfec + (int(not_smap) << 3)) >> 1
-    fault = (permissions[index] >> pte_access) & 1
+    fault = (permissions[_index(pfec, rflags, implicit)] >> pte_access) & 1
     errcode = _PFEC_P
     if pkru_mask:
         pkru_bits = (pkru >> (pte_pkey * 2)) & 3

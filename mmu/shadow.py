@@ -52,6 +52,7 @@ from .bits import (ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, MAX_PH
                    PAGE_SHIFT, PAGE_SIZE, PF_VECTOR, PTE, PFErr, check_access, check_int)
 from .memory import GuestMemory
 from .regs import Regs
+from .permissions import kvm_reports_fetch
 from .roles import CpuRole, PageRole, child_role
 from .walker import Fault, WalkResult, walk
 
@@ -248,7 +249,7 @@ def _kvm_error_code(fault: Fault, access: str, cpu_role: CpuRole) -> Fault:
     SDM sets I/D only with CR4.SMEP or with PAE/long mode and NXE (Vol. 3A 4.7).
     Checked against the kernel source in docs/fact-check.md."""
     if (fault.vector != PF_VECTOR or access != "fetch" or fault.error_code & PFErr.ID
-            or not (cpu_role.base.efer_nx or cpu_role.ext.cr4_smep)):
+            or not kvm_reports_fetch(cpu_role)):
         return fault
     return dataclasses.replace(
         fault, error_code=fault.error_code | int(PFErr.ID),

@@ -464,3 +464,21 @@ def test_access_c_style_cross_check_scalar_walker():
             assert r.access_bits == acc
             # The walker reports a key only when keys are in force (IA-32e and CR4.PKE).
             assert r.pkey == (gpte_pkey(path[-1][1]) if pke else None)
+
+
+def test_permission_index_and_kvm_fetch_rule():
+    from mmu.permissions import kvm_reports_fetch, permission_index
+    from mmu.regs import make_regs
+    from mmu.roles import cpu_role
+    # mmu.h: index = (pfec + (not_smap << 3)) >> 1; W|U|F = 0x16 -> 0xB, +AC -> 0xF.
+    assert permission_index(0x16, rflags=0x2) == 0xB
+    assert permission_index(0x16, rflags=0x2 | (1 << 18)) == 0xF
+    assert permission_index(0x16, rflags=0x2 | (1 << 18), implicit=True) == 0xB
+    with pytest.raises(ValueError):
+        permission_index(0x8, rflags=0x2)          # RSVD is a result, not an input
+    # paging_tmpl.h: F is reported iff EFER.NX or CR4.SMEP, whatever CR4.PAE says.
+    assert kvm_reports_fetch(cpu_role(make_regs("32-bit", nx=True))) is True
+    assert kvm_reports_fetch(cpu_role(make_regs("32-bit", nx=False))) is False
+    assert kvm_reports_fetch(cpu_role(make_regs("32-bit", nx=False, smep=True))) is True
+    with pytest.raises(TypeError):
+        kvm_reports_fetch(object())

@@ -28,8 +28,9 @@ from typing import Any
 from ..bits import PTE, PFErr
 from ..memory import GuestMemory
 from ..pagetable import PageTableBuilder
-from ..permissions import permission_fault, update_permission_bitmask, update_pkru_bitmask
-from ..regs import RFLAGS, PagingMode
+from ..permissions import (kvm_reports_fetch, permission_fault, permission_index,
+                           update_permission_bitmask, update_pkru_bitmask)
+from ..regs import PagingMode
 from ..roles import CpuRole, cpu_role
 from ..walker import WalkResult, walk
 from .common import Table, View, bullet_html, bullet_text, esc, wrap_html
@@ -146,13 +147,11 @@ def evaluate(state: PermState) -> PermResult:
         pfec = int(state.pfec)
         table_fault = permission_fault(perms, pkru_mask, pte_access, w.pkey or 0, pfec,
                                        rflags=regs.rflags, pkru=regs.pkru)
-        # mmu.h permission_fault: index = (pfec + (not_smap << 3)) >> 1, not_smap = AC set
-        # (explicit accesses only).  Recomputed here only to point at the byte used.
-        index = (pfec + (int(bool(regs.rflags & RFLAGS.AC)) << 3)) >> 1
+        index = permission_index(pfec, rflags=regs.rflags)     # the byte used, to mark it
         if table_fault:
-            # paging_tmpl.h: the walker reports W/U always, F only with EFER.NX or
-            # CR4.SMEP (facts §7.6), then ORs in what permission_fault returned.
-            fetch = state.access == "fetch" and (state.efer_nxe or state.cr4_smep)
+            # paging_tmpl.h: the walker reports W/U always, F only as kvm_reports_fetch
+            # says, then ORs in what permission_fault returned.
+            fetch = state.access == "fetch" and kvm_reports_fetch(role)
             code = (pfec & ~int(PFErr.ID)) | (int(PFErr.ID) if fetch else 0) | table_fault
     return PermResult(state, w, role, perms, pkru_mask, pte_access, index, table_fault, code)
 
