@@ -199,3 +199,8 @@ def bullet_text(items: Sequence[str]) -> str:
 
 def bullet_html(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{esc(s)}</li>" for s in items) + "</ul>"
+
+
+def count_noun(n: int, noun: str) -> str:
+    """``"1 shadow page"``, ``"4 shadow pages"``: a count with its noun, plural when due."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

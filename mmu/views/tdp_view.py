@@ -17,8 +17,8 @@ from typing import Any
 from ..bits import check_access, check_int
 from ..regs import make_regs
 from ..roles import cpu_role, shadow_root_role, tdp_root_role
-from .common import Table, View, esc, hexword, wrap_html
-from .walk_view import MODES, _count, demo_guest, tdp_translate
+from .common import Table, View, count_noun, esc, hexword, wrap_html
+from .walk_view import MODES, demo_guest, tdp_translate
 
 __all__ = ["Grid", "two_d_grid", "render_grid", "plot_grid", "ROLE_CASES", "role_rows",
            "render_roles"]
@@ -104,7 +104,7 @@ def render_grid(gr: Grid) -> View:
     t = Table(f"2D walk of GVA {gr.gva:#x}: {gr.mode} guest on {len(gr.col_labels) - 1}-level "
               f"{'EPT' if gr.vendor == 'intel' else 'NPT'}, {gr.refs} memory references "
               f"(numbers = order)", ("translating", *gr.col_labels), rows)
-    tail = (f"Outcome: {gr.outcome}. The first access took {_count(gr.exits, 'TDP exit')} to build "
+    tail = (f"Outcome: {gr.outcome}. The first access took {count_noun(gr.exits, 'TDP exit')} to build "
             f"the tables (one per missing GPA).")
     if gr.load_refs:
         tail += (f"\nThe PDPTE came from a PDPTE register: Intel loads all 4 at MOV to CR3, "

@@ -28,7 +28,7 @@ from ..memory import GuestMemory
 from ..pagetable import PageTableBuilder
 from ..regs import CR0, CR4, PagingMode, Regs, paging_mode
 from ..walker import LEVEL_NAMES, WalkResult, entry_format
-from .common import Table, View, esc, wrap_html
+from .common import Table, View, count_noun, esc, wrap_html
 
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
            "gva_split", "error_code_table", "outcome_line", "walk_table", "render_walk",
@@ -554,11 +554,6 @@ def tdp_translate(guest: DemoGuest, gva: int, access: str = "read", cpl: int = 0
     return r, tdp, exits
 
 
-def _count(n: int, noun: str) -> str:
-    """``"1 shadow page"``, ``"4 shadow pages"``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def render_regimes(rg: Regimes) -> View:
     """The three regimes side by side, one row each (kept under ~110 columns so the text
     form fits a notebook's output without wrapping)."""
@@ -569,10 +564,10 @@ def render_regimes(rg: Regimes) -> View:
         ("guest walk", "the guest", "GVA -> GPA", hexor(g.gpa), str(len(g.trace)), "-"),
         ("shadow paging", "KVM (shadow)", "GVA -> HPA", hexor(rg.shadow_hpa),
          "-" if rg.shadow_refs is None else str(rg.shadow_refs),
-         f"{_count(rg.shadow_exits, '#PF exit')}, {_count(rg.shadow_pages, 'shadow page')}"),
+         f"{count_noun(rg.shadow_exits, '#PF exit')}, {count_noun(rg.shadow_pages, 'shadow page')}"),
         ("TDP (EPT)", "guest + KVM", "GVA -> GPA -> HPA", hexor(rg.tdp_hpa),
          str(rg.tdp_refs),
-         f"{_count(rg.tdp_exits, 'EPT violation')}, {_count(rg.tdp_pages, 'EPT page')}"),
+         f"{count_noun(rg.tdp_exits, 'EPT violation')}, {count_noun(rg.tdp_pages, 'EPT page')}"),
     )
     mode = g.mode.label if g.mode is not None else "?"
     t = Table(f"GVA {rg.gva:#x} of the chapter guest ({mode} paging) in the three regimes",
