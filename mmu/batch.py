@@ -53,7 +53,7 @@ from .regs import PagingMode, Regs, paging_mode
 # The walker's entry formats are the one source of the reserved-bit masks (like
 # the kernel's rsvd_bits_mask, shared by everything that checks a gpte), and its
 # CR3 check is what MOV to CR3 would refuse; the batch reuses both.
-from .walker import MIN_PHYS_BITS, EntryFormat, _root_table, entry_format
+from .walker import MIN_PHYS_BITS, EntryFormat, root_table, entry_format
 
 __all__ = ["walk_many", "BatchResult", "BatchElement"]
 
@@ -431,7 +431,7 @@ def walk_many(mem: GuestMemory, regs: Regs, gvas, access: str, cpl: int = 0,
         out.gpa[:] = g & _U64(0xFFFF_FFFF)      # a 32-bit linear address is the address
         out.ok[:] = True
         return out.result(g)
-    root = _root_table(regs, mode, maxphyaddr)   # ValueError for a CR3 MOV would refuse
+    root = root_table(regs, mode, maxphyaddr)   # ValueError for a CR3 MOV would refuse
     fmt = entry_format(mode, maxphyaddr, regs.nx and mode != PagingMode.BIT32, regs.pse,
                        gbpages)
     # Outside long mode the linear address is 32 bits wide (walk() takes gva mod 2**32).

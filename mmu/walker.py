@@ -40,7 +40,7 @@ from .memory import GuestMemory
 from .regs import CR0, CR4, EFER, PagingMode, Regs, paging_mode
 
 __all__ = ["walk", "ept_walk", "npt_walk", "WalkResult", "Fault", "TraceStep",
-           "EptViolation", "EptMisconfig", "EntryFormat", "entry_format", "ept_format",
+           "EptViolation", "EptMisconfig", "EntryFormat", "entry_format", "ept_format", "root_table",
            "LEVEL_NAMES", "MIN_PHYS_BITS"]
 
 #: Smallest MAXPHYADDR accepted (a CPU without PAE has 32 physical address bits).
@@ -395,7 +395,7 @@ def _check_maxphyaddr(maxphyaddr: object) -> int:
     return check_int("maxphyaddr", maxphyaddr, MIN_PHYS_BITS, MAX_PHYS_BITS + 1)
 
 
-def _root_table(regs: Regs, mode: PagingMode, maxphyaddr: int) -> int:
+def root_table(regs: Regs, mode: PagingMode, maxphyaddr: int) -> int:
     """The first table's address from CR3; refuse CR3 values MOV to CR3 would #GP on."""
     cr3 = regs.cr3
     if mode in (PagingMode.BIT32, PagingMode.PAE):
@@ -434,7 +434,7 @@ def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
         raise TypeError("set_ad and gbpages must be bool")
     if mode == PagingMode.NONE:
         return WalkResult(gva & 0xFFFF_FFFF, None, (), mode, None, None, ACC_ALL, None)
-    root = _root_table(regs, mode, maxphyaddr)
+    root = root_table(regs, mode, maxphyaddr)
     long_mode = mode >= PagingMode.LEVEL4
     nx = bool(regs.efer & _EFER_NXE)
     fmt = entry_format(mode, maxphyaddr, nx and mode != PagingMode.BIT32, bool(regs.cr4 & _CR4_PSE),
@@ -623,6 +623,6 @@ def npt_walk(mem: GuestMemory, ncr3: int, gpa: int, access: str, levels: int = 4
     regs = Regs(cr0=int(CR0.PE | CR0.PG | CR0.WP), cr3=ncr3,
                 cr4=int(CR4.PAE | (CR4.LA57 if levels == 5 else 0)),
                 efer=int(EFER.LME | EFER.LMA | (EFER.NXE if nx else 0)))
-    root = _root_table(regs, mode, maxphyaddr)
+    root = root_table(regs, mode, maxphyaddr)
     fmt = entry_format(mode, maxphyaddr, bool(nx), True, True)
     return _walk_x86(mem, regs, fmt, root, gpa, access, 3, mode, set_ad, canonical=False)

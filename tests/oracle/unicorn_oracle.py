@@ -172,7 +172,7 @@ def _sign_extend(va: int, bits: int) -> int:
     return va
 
 
-def _root_table(regs: Regs, mode: PagingMode) -> int:
+def root_table(regs: Regs, mode: PagingMode) -> int:
     if mode == PagingMode.PAE:
         return regs.cr3 & 0xFFFF_FFE0
     if mode == PagingMode.BIT32:
@@ -293,7 +293,7 @@ class _Run:
         struct.pack_into(fmt, window, pt + esize, _CODE3 | 0x1 | 0x4 | 0x20)    # P US A, user
         # The top-level entry lives in the caller's table: PAE PDPTEs allow only P.
         top_entry = tables[0] | (0x1 if mode == PagingMode.PAE else nonleaf)
-        self.stub_entry_addr = _root_table(self.regs, mode) + top_idx * esize
+        self.stub_entry_addr = root_table(self.regs, mode) + top_idx * esize
         self.stub_entry_old = self.mem.read(self.stub_entry_addr, esize)
         self.mem.write(self.stub_entry_addr, top_entry.to_bytes(esize, "little"))
 
@@ -404,8 +404,8 @@ def run_access(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0
         raise ValueError(f"cpl={cpl}: the oracle runs at CPL 0 or 3 only (allowed 0, 3)")
     if regs.cr4 & CR4.PCIDE:
         raise ValueError("CR4.PCIDE=1 is not supported by the oracle (allowed: PCIDE=0)")
-    check_int("cr3 table address", _root_table(regs, mode), 0, 1 << ORACLE_MAXPHYADDR)
-    root = _root_table(regs, mode)
+    check_int("cr3 table address", root_table(regs, mode), 0, 1 << ORACLE_MAXPHYADDR)
+    root = root_table(regs, mode)
     if WINDOW <= root < WINDOW + WINDOW_SIZE:
         raise HarnessError(f"cr3={regs.cr3:#x} points into the oracle window {WINDOW:#x}")
     for fn in mem.frame_numbers():
