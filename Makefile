@@ -27,7 +27,7 @@ app: setup
 	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1 $(APP_ARGS)
 
 student: setup
-	$(BIN)/python -m mmu.exercises.student exercises/ exercises/student/
+	$(BIN)/python -m mmu.book.exercises.student exercises/ exercises/student/
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

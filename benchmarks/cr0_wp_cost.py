@@ -5,7 +5,7 @@
 Prints (1) Paolo Bonzini's vmexit.flat cycles per CR0.WP toggle (facts §4) and the model's,
 (2) Mathias Krause's ssdd 10 50000 seconds (facts §9) and the model's, (3) every
 "+ patches" change with its direction and before/after ratio, (4) the constants and where
-each comes from.  Which figures are calibrated and which are held out: see mmu/cost.py.
+each comes from.  Which figures are calibrated and which are held out: see mmu/book/cost.py.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mmu import cost  # noqa: E402
+from mmu.book import cost  # noqa: E402
 
 
 def main() -> None:

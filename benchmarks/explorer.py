@@ -14,8 +14,8 @@ import statistics
 import sys
 import time
 
-from mmu.views.roles_view import KERNELS, VENDORS
-from mmu.widgets import RoleExplorer
+from mmu.book.views.roles_view import KERNELS, VENDORS
+from mmu.book.widgets import RoleExplorer
 
 
 def main(flips: int = 2000, seed: int = 5) -> None:

@@ -2,7 +2,7 @@
 the cost is linear in the number of pages.
 
 A guest maps N 4 KiB pages (writable, dirty, user) at GVA 0x40000000; a shadow root is built
-and every page is faulted in through :meth:`mmu.shadow.ShadowMMU.prefault` (one
+and every page is faulted in through :meth:`mmu.kvm.shadow.ShadowMMU.prefault` (one
 ``page_fault`` per page: guest walk + shadow links + SPTE).  Printed: pages/s at two sizes
 (1/8 GiB and 1 GiB = 262,144 pages by default) and their ratio, which is ~1 if the build is
 linear.  Numbers, not asserts: run ``.venv/bin/python benchmarks/shadow_build.py``
@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from mmu.memory import GuestMemory
-from mmu.pagetable import PageTableBuilder
-from mmu.roles import cpu_role, shadow_root_role
-from mmu.shadow import ShadowMMU, gpa_to_hpa
+from mmu.x86.memory import GuestMemory
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.kvm.roles import cpu_role, shadow_root_role
+from mmu.kvm.shadow import ShadowMMU, gpa_to_hpa
 
 GVA = 0x4000_0000
 GPA = 0x1_0000_0000

@@ -1,21 +1,19 @@
 """mmu: a teaching model of how KVM virtualises x86 paging.
 
-Modules mirror the kernel's split (arch/x86/kvm/mmu/):
+Three layers, one folder each:
 
-* ``regs``, ``bits``, ``memory`` -- registers, entry bits, guest-physical memory;
-* ``walker``      -- the guest page walker (paging_tmpl.h FNAME(walk_addr_generic));
-* ``batch``       -- the same walk vectorised over numpy arrays;
-* ``pagetable``   -- a builder that maps ranges, so nobody hand-assembles entries;
-* ``roles``       -- kvm_mmu_page_role, kvm_cpu_role and their builders (5.19+);
-* ``legacy``      -- the single mmu_role of 5.18 and before;
-* ``permissions`` -- update_permission_bitmask, update_pkru_bitmask, permission_fault;
-* ``shadow``      -- shadow pages keyed by (gfn, role);
-* ``tdp``         -- two-dimensional paging (EPT/NPT) roots and the 2D walk;
-* ``vcpu``        -- kvm_set_cr0/cr3/cr4, set_efer, kvm_init_mmu and the root cache, per era.
+* ``mmu.x86``  -- the architecture (SDM): registers, memory, the page walker, the batch
+  walker and the page-table builders; no KVM in it;
+* ``mmu.kvm``  -- KVM's MMU, split as arch/x86/kvm/ splits it: roles, legacy roles,
+  permissions, shadow pages, TDP, the root cache, the eras and the vCPU;
+* ``mmu.book`` -- the textbook: views, widgets, exercises, workloads, the cost model and
+  the series.
+
+The names most chapters need are importable from ``mmu`` itself.
 """
-from .bits import ACCESS_KINDS, EPT, GP_VECTOR, PF_VECTOR, PTE, PFErr
-from .memory import GuestMemory
-from .regs import CR0, CR4, EFER, RFLAGS, PagingMode, Regs, make_regs, paging_mode
+from mmu.x86.bits import ACCESS_KINDS, EPT, GP_VECTOR, PF_VECTOR, PTE, PFErr
+from mmu.x86.memory import GuestMemory
+from mmu.x86.regs import CR0, CR4, EFER, RFLAGS, PagingMode, Regs, make_regs, paging_mode
 
 __all__ = [
     "ACCESS_KINDS", "EPT", "GP_VECTOR", "PF_VECTOR", "PTE", "PFErr",
@@ -26,24 +24,24 @@ __all__ = [
 # The heavier modules load on first use, so ``import mmu`` stays cheap for the
 # widgets and each module can be read (and imported) on its own.
 _LAZY = {
-    "walk": "walker", "WalkResult": "walker", "Fault": "walker", "TraceStep": "walker",
-    "ept_walk": "walker", "npt_walk": "walker", "EptViolation": "walker",
-    "EptMisconfig": "walker", "EptBuilder": "pagetable",
-    "walk_many": "batch", "BatchResult": "batch",
-    "PageTableBuilder": "pagetable",
-    "PageRole": "roles", "ExtendedRole": "roles", "CpuRole": "roles",
-    "cpu_role": "roles", "tdp_root_role": "roles", "shadow_root_role": "roles",
-    "nested_npt_roles": "roles", "nested_ept_role": "roles",
-    "nested_mmu_role": "roles", "child_role": "roles",
-    "update_permission_bitmask": "permissions", "update_pkru_bitmask": "permissions",
-    "permission_fault": "permissions", "guest_rsvd_masks": "permissions",
-    "reset_guest_paging_metadata": "permissions", "GuestMetadata": "permissions",
-    "render_permissions_table": "permissions",
-    "ShadowMMU": "shadow", "ShadowPage": "shadow", "Root": "shadow",
-    "TdpMMU": "tdp", "TdpRoot": "tdp", "two_d_walk": "tdp",
-    "VCpu": "vcpu", "Vm": "vcpu", "GuestMmu": "vcpu",
-    "Era": "eras", "era": "eras",
-    "RootCache": "root_cache", "RootInfo": "root_cache",
+    "walk": "x86.walker", "WalkResult": "x86.walker", "Fault": "x86.walker", "TraceStep": "x86.walker",
+    "ept_walk": "x86.walker", "npt_walk": "x86.walker", "EptViolation": "x86.walker",
+    "EptMisconfig": "x86.walker", "EptBuilder": "x86.pagetable",
+    "walk_many": "x86.batch", "BatchResult": "x86.batch",
+    "PageTableBuilder": "x86.pagetable",
+    "PageRole": "kvm.roles", "ExtendedRole": "kvm.roles", "CpuRole": "kvm.roles",
+    "cpu_role": "kvm.roles", "tdp_root_role": "kvm.roles", "shadow_root_role": "kvm.roles",
+    "nested_npt_roles": "kvm.roles", "nested_ept_role": "kvm.roles",
+    "nested_mmu_role": "kvm.roles", "child_role": "kvm.roles",
+    "update_permission_bitmask": "kvm.permissions", "update_pkru_bitmask": "kvm.permissions",
+    "permission_fault": "kvm.permissions", "guest_rsvd_masks": "kvm.permissions",
+    "reset_guest_paging_metadata": "kvm.permissions", "GuestMetadata": "kvm.permissions",
+    "render_permissions_table": "kvm.permissions",
+    "ShadowMMU": "kvm.shadow", "ShadowPage": "kvm.shadow", "Root": "kvm.shadow",
+    "TdpMMU": "kvm.tdp", "TdpRoot": "kvm.tdp", "two_d_walk": "kvm.tdp",
+    "VCpu": "kvm.vcpu", "Vm": "kvm.vcpu", "GuestMmu": "kvm.vcpu",
+    "Era": "kvm.eras", "era": "kvm.eras",
+    "RootCache": "kvm.root_cache", "RootInfo": "kvm.root_cache",
 }
 __all__ += list(_LAZY)
 

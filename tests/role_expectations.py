@@ -1,10 +1,10 @@
-"""Expected KVM role words, written independently of mmu/roles.py and mmu/legacy.py.
+"""Expected KVM role words, written independently of mmu/kvm/roles.py and mmu/kvm/legacy.py.
 
 Every value is assembled with literal shifts from the fact sheet's tables
 (kvm-mmu-facts.md §1.1 page role, §1.2 extended role, §2.2 5.18 builders, §2.3 5.19
 builders and the per-mode tables).  Nothing here imports the code under test; register
 values are built from the SDM's literal bit positions, and the reachable states come from
-the SDM's rules (not from mmu.regs.paging_mode, which the tests check against this list).
+the SDM's rules (not from mmu.x86.regs.paging_mode, which the tests check against this list).
 """
 from __future__ import annotations
 

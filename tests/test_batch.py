@@ -1,4 +1,4 @@
-"""mmu.batch.walk_many against the scalar walker, hand-computed walks, and bad input.
+"""mmu.x86.batch.walk_many against the scalar walker, hand-computed walks, and bad input.
 
 The differential tests build seeded random page tables (every entry bit random, so
 not-present, reserved, large-page, NX, U/S, R/W and protection-key entries all occur,
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmu import GuestMemory, PagingMode, make_regs
-from mmu.batch import BatchResult, walk_many
-from mmu.walker import walk
+from mmu.x86.batch import BatchResult, walk_many
+from mmu.x86.walker import walk
 
 P, RW, US, A, D, PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
 XD = 1 << 63
@@ -182,8 +182,8 @@ def test_seeded_random_tables_match_scalar(tables, mode, seed, monkeypatch):
     serves two levels, so the batch must write A/D back per distinct entry (the
     per-lane write-back is made to fail) and still match, write count included."""
     if tables == "tree":
-        import mmu.batch
-        monkeypatch.setattr(mmu.batch, "_write_ad", _no_per_lane_write_back)
+        import mmu.x86.batch
+        monkeypatch.setattr(mmu.x86.batch, "_write_ad", _no_per_lane_write_back)
         mem, cr3 = tree_tables(seed, mode)
     else:
         mem, cr3 = random_tables(seed, mode)
@@ -203,7 +203,7 @@ def test_seeded_random_tables_match_scalar(tables, mode, seed, monkeypatch):
 
 
 def test_distinct_both_branches():
-    from mmu.batch import _distinct
+    from mmu.x86.batch import _distinct
     rng = np.random.default_rng(7)
     for space, n in ((50, 200), (1 << 20, 30), (4096, 0)):
         key = rng.integers(0, space, n).astype(np.intp)
@@ -406,8 +406,8 @@ def test_result_record_and_len():
 def test_docstring_example():
     import doctest
 
-    import mmu.batch
-    assert doctest.testmod(mmu.batch).failed == 0
+    import mmu.x86.batch
+    assert doctest.testmod(mmu.x86.batch).failed == 0
 
 
 # -- bad input -------------------------------------------------------------------

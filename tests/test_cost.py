@@ -1,9 +1,9 @@
 """The cost model against the published figures (typed in here from the fact sheet §4, §9,
-independently of mmu.cost's own copy).  The model's numbers are computed, never typed."""
+independently of mmu.book.cost's own copy).  The model's numbers are computed, never typed."""
 import pytest
 
-from mmu import cost
-from mmu.workloads import KERNEXEC_WP_PAIRS
+from mmu.book import cost
+from mmu.book.workloads import KERNEXEC_WP_PAIRS
 
 # Facts §4 (Paolo Bonzini, [ROOTS-v2-18]): vmexit.flat CR0.WP, cycles per toggle.
 PAOLO = {"tdp": (46754, 4879), "legacy": (5096, 4875), "shadow": (5150, 5006)}
@@ -114,8 +114,8 @@ def test_bad_input():
 
 
 # --- workloads: seeded, well-formed ---------------------------------------------------------
-from mmu import workloads as W  # noqa: E402
-from mmu.vcpu import VCpu  # noqa: E402
+from mmu.book import workloads as W  # noqa: E402
+from mmu.kvm.vcpu import VCpu  # noqa: E402
 
 
 def test_workloads_are_seeded():

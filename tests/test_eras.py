@@ -1,8 +1,8 @@
 """Era presets against the fact sheet's version map (facts §0.3, §3, §9)."""
 import pytest
 
-from mmu.eras import ERA_NAMES, ERAS, FLAG_NAMES, era
-from mmu.regs import EFER
+from mmu.kvm.eras import ERA_NAMES, ERAS, FLAG_NAMES, era
+from mmu.x86.regs import EFER
 
 # One row per preset, typed from the fact sheet: role split in 5.19 (§0.3), EFER.LME in
 # the role mask from 5.17 (d6174299365d, §3.1), kvm_mmu_new_pgd uses the stored role

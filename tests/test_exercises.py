@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from mmu.exercises import cr0_wp, permissions, roles, root_reuse, shadow, walks
-from mmu.exercises.base import DIFFICULTIES, CheckFailed, Problem, Verdict, registry
-from mmu.exercises.student import solution_lines, strip_solutions
+from mmu.book.exercises import cr0_wp, permissions, roles, root_reuse, shadow, walks
+from mmu.book.exercises.base import DIFFICULTIES, CheckFailed, Problem, Verdict, registry
+from mmu.book.exercises.student import solution_lines, strip_solutions
 from role_expectations import (State, expected_cpu_base_word, expected_shadow_root_word,
                                expected_tdp_root_word)
 
@@ -100,7 +100,7 @@ def test_same_seed_same_problem(kind, difficulty):
 
 def test_same_problem_in_another_process():
     """String seeds hash the same in every process (PYTHONHASHSEED does not enter)."""
-    code = ("from mmu.exercises.base import registry\n"
+    code = ("from mmu.book.exercises.base import registry\n"
             "print('\\n'.join(registry()[k](3, d).text for k in sorted(registry()) "
             "for d in (1, 2, 3)))")
     env = dict(os.environ, PYTHONHASHSEED="12345")
@@ -153,7 +153,7 @@ _NAMES = {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"}
 
 @pytest.mark.parametrize("difficulty", DIFFICULTIES)
 def test_walks_agree_with_the_sdm_layout(difficulty):
-    from mmu.walker import walk
+    from mmu.x86.walker import walk
     for p in problems("walks", difficulty):
         sol = p.solve()
         four = p.mode.label == "32-bit"
@@ -195,9 +195,9 @@ def test_walks_agree_with_the_sdm_layout(difficulty):
 
 @pytest.mark.parametrize("difficulty", DIFFICULTIES)
 def test_error_codes_agree_with_kvm_bitmap(difficulty):
-    from mmu.permissions import permission_fault, update_permission_bitmask, \
+    from mmu.kvm.permissions import permission_fault, update_permission_bitmask, \
         update_pkru_bitmask
-    from mmu.roles import cpu_role
+    from mmu.kvm.roles import cpu_role
     for p in problems("permissions", difficulty):
         sol = p.solve()
         r = p.regs
@@ -374,8 +374,8 @@ def test_wp_cost_table():
 
 
 def test_each_bug_differs_only_in_its_field():
-    from mmu.regs import make_regs
-    from mmu.roles import cpu_role, shadow_root_role
+    from mmu.x86.regs import make_regs
+    from mmu.kvm.roles import cpu_role, shadow_root_role
     regs = [make_regs(m, wp=wp, nx=nx, smep=sm, smap=sa)
             for m in ("none", "32-bit", "PAE", "4-level") for wp in (0, 1) for nx in (0, 1)
             for sm in (0, 1) for sa in (0, 1)]
@@ -389,7 +389,7 @@ def test_each_bug_differs_only_in_its_field():
 
 
 def test_wp_hole_only_without_cr0_wp():
-    from mmu.roles import shadow_root_role
+    from mmu.kvm.roles import shadow_root_role
     good = cr0_wp.wp_hole(shadow_root_role)
     assert good.trick and not good.root_reused and not good.hardware_allows_write
     assert good.architectural_fault.error_code == 0b011     # P | W, supervisor

@@ -1,8 +1,8 @@
 """Hints that teach: the permissions lab names the rules that can concern the access
 (from its kind, CPL and control registers -- SDM Vol. 3A 4.6), never which one fires;
 the root-reuse hint for a TDP CR3 load no longer states the outcome."""
-from mmu.exercises import permissions, root_reuse
-from mmu.exercises.permissions import RULES, make_problem
+from mmu.book.exercises import permissions, root_reuse
+from mmu.book.exercises.permissions import RULES, make_problem
 
 SEEDS = range(120)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmu.exercises.legacy import make_problem as legacy_problem
-from mmu.exercises.nested import make_problem as nested_problem
+from mmu.book.exercises.legacy import make_problem as legacy_problem
+from mmu.book.exercises.nested import make_problem as nested_problem
 from role_expectations import (State, expected_ept_role_u64, expected_legacy_ext_word,
                                expected_legacy_shadow_u64, expected_legacy_tdp_u64,
                                expected_npt_words, expected_shadow_root_word,

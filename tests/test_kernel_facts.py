@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import pytest
 
-from mmu.bits import PFErr
-from mmu.memory import GuestMemory
-from mmu.regs import CR0, CR4, EFER, make_regs
-from mmu.roles import PageRole, child_role, cpu_role, nested_npt_roles, shadow_root_role
-from mmu.shadow import ShadowMMU
-from mmu.vcpu import VCpu
-from mmu.walker import walk
+from mmu.x86.bits import PFErr
+from mmu.x86.memory import GuestMemory
+from mmu.x86.regs import CR0, CR4, EFER, make_regs
+from mmu.kvm.roles import PageRole, child_role, cpu_role, nested_npt_roles, shadow_root_role
+from mmu.kvm.shadow import ShadowMMU
+from mmu.kvm.vcpu import VCpu
+from mmu.x86.walker import walk
 
 PFERR_FETCH = 0x10          # PFERR_FETCH_MASK, kvm_host.h (bit 4)
 CR3_32 = 0x1000             # an all-zero guest page directory: every PDE is not present

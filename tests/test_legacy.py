@@ -1,4 +1,4 @@
-"""mmu.legacy (5.18 mmu_role, LegacyMmu, nfc_report) against tests/role_expectations.py."""
+"""mmu.kvm.legacy (5.18 mmu_role, LegacyMmu, nfc_report) against tests/role_expectations.py."""
 from __future__ import annotations
 
 import itertools
@@ -7,13 +7,13 @@ from collections import Counter
 import pytest
 
 import role_expectations as E
-from mmu.regs import Regs, make_regs
-from mmu.legacy import (
+from mmu.x86.regs import Regs, make_regs
+from mmu.kvm.legacy import (
     LegacyExtendedRole, LegacyMmu, MmuRole, NfcReport, init_mmu, init_shadow_ept_mmu,
     init_shadow_npt_mmu, mmu_role, nested_mmu_role, nfc_report, reachable_role_regs,
     render_nfc_table, shadow_ept_mmu_role, shadow_npt_mmu_role,
 )
-from mmu.roles import PageRole
+from mmu.kvm.roles import PageRole
 
 STATES = E.reachable_states()
 SMM_GM_ALL = list(itertools.product((0, 1), repeat=2))

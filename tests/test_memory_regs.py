@@ -1,4 +1,4 @@
-"""mmu.memory.GuestMemory and mmu.regs.paging_mode / make_regs.
+"""mmu.x86.memory.GuestMemory and mmu.x86.regs.paging_mode / make_regs.
 
 Expected values are x86 facts (little-endian, SDM 4.1.1 table 4-1 for the modes,
 the MOV-to-CR0 / WRMSR #GP conditions for the refused states)."""

@@ -1,4 +1,4 @@
-"""mmu.pagetable: the entries the builders write, checked bit by bit by hand, and
+"""mmu.x86.pagetable: the entries the builders write, checked bit by bit by hand, and
 their refusals.  The walk tests at the end only confirm the builders and the walker
 agree on a few hand-computed addresses."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mmu import GuestMemory, PagingMode
-from mmu.pagetable import EptBuilder, PageTableBuilder
-from mmu.walker import ept_walk, walk
+from mmu.x86.pagetable import EptBuilder, PageTableBuilder
+from mmu.x86.walker import ept_walk, walk
 
 P, W, U, A, D, PS, G = 1, 2, 4, 0x20, 0x40, 0x80, 0x100
 XD = 1 << 63

@@ -1,11 +1,11 @@
-"""mmu.permissions: KVM's permission bitmap, PKRU mask and permission_fault.
+"""mmu.kvm.permissions: KVM's permission bitmap, PKRU mask and permission_fault.
 
 Expected values are derived by hand from the SDM's access rules (Vol. 3A 4.6,
 "Access Rights"; 4.6.2 "Protection Keys") and the fact sheet (§7.3, §7.4, §10.1),
 never from running the code under test.
 
 The roles used by most tests are small stand-ins that carry only the bits
-update_permission_bitmask reads, so a bug in mmu.roles cannot hide one here; a
+update_permission_bitmask reads, so a bug in mmu.kvm.roles cannot hide one here; a
 few tests at the end go through the real ``cpu_role(regs)``.
 """
 from __future__ import annotations
@@ -16,12 +16,12 @@ import time
 
 import pytest
 
-from mmu.bits import ACC_EXEC_MASK as X, ACC_USER_MASK as U, ACC_WRITE_MASK as W, PFErr
-from mmu.permissions import (GuestMetadata, PFERR_IMPLICIT_ACCESS, ept_gpte_access, gpte_access,
+from mmu.x86.bits import ACC_EXEC_MASK as X, ACC_USER_MASK as U, ACC_WRITE_MASK as W, PFErr
+from mmu.kvm.permissions import (GuestMetadata, PFERR_IMPLICIT_ACCESS, ept_gpte_access, gpte_access,
                              gpte_pkey, permission_fault, refresh_passthrough_bits,
                              render_permissions_table, reset_guest_paging_metadata,
                              update_permission_bitmask, update_pkru_bitmask)
-from mmu.regs import RFLAGS
+from mmu.x86.regs import RFLAGS
 
 AC = int(RFLAGS.FIXED1 | RFLAGS.AC)
 NO_AC = int(RFLAGS.FIXED1)
@@ -231,7 +231,7 @@ def test_update_permission_bitmask_rejects_non_roles():
 # ---------------------------------------------------------------------------
 
 def test_refresh_passthrough_bits_recomputes_stale_wp():
-    from mmu.regs import CR0
+    from mmu.x86.regs import CR0
     stale = reset_guest_paging_metadata(role(wp=True, pke=True))
     live_cr0 = int(CR0.PE | CR0.PG)                       # guest cleared WP without an exit
     fresh = refresh_passthrough_bits(stale, live_cr0)
@@ -267,8 +267,8 @@ def test_render_permissions_table():
 # ---------------------------------------------------------------------------
 
 def test_real_cpu_role_feeds_the_same_tables():
-    roles = pytest.importorskip("mmu.roles")
-    from mmu.regs import make_regs
+    roles = pytest.importorskip("mmu.kvm.roles")
+    from mmu.x86.regs import make_regs
     for wp, nx, smep, smap, pke in itertools.product((False, True), repeat=5):
         regs = make_regs("4-level", wp=wp, nx=nx, smep=smep, smap=smap, pke=pke)
         real = roles.cpu_role(regs)
@@ -281,8 +281,8 @@ def test_real_cpu_role_feeds_the_same_tables():
 
 
 def test_real_cpu_role_refresh():
-    roles = pytest.importorskip("mmu.roles")
-    from mmu.regs import make_regs
+    roles = pytest.importorskip("mmu.kvm.roles")
+    from mmu.x86.regs import make_regs
     regs = make_regs("4-level", wp=True)
     m = reset_guest_paging_metadata(roles.cpu_role(regs))
     fresh = refresh_passthrough_bits(m, regs.cr0 & ~(1 << 16))
@@ -313,7 +313,7 @@ def _bits(v: int) -> int:
 
 
 def _build_tables():
-    from mmu.memory import GuestMemory
+    from mmu.x86.memory import GuestMemory
     mem = GuestMemory()
     mem.write_u64(_PML4, _PDPT | _P | _RW | _US | _A)
     mem.write_u64(_PDPT + 0 * 8, _PD | _P | _RW | _US | _A)
@@ -350,7 +350,7 @@ def _cpu_states():
 
 def _sdm_verdict(path, wp, nx, smep, smap, pke, pkru, ac, access, cpl) -> int:
     """The SDM rules (Vol. 3A 4.6, 4.7) written out as access.c's ac_test_permissions
-    does, independent of mmu.permissions.  0 = no fault, else the #PF error code."""
+    does, independent of mmu.kvm.permissions.  0 = no fault, else the #PF error code."""
     write, fetch, user_acc = access == "write", access == "fetch", cpl == 3
     extra = (int(PFErr.WR) if write else 0) | (int(PFErr.US) if user_acc else 0) | \
         (int(PFErr.ID) if fetch and (nx or smep) else 0)
@@ -374,10 +374,10 @@ def _sdm_verdict(path, wp, nx, smep, smap, pke, pkru, ac, access, cpl) -> int:
 
 
 def _kvm_static(path, nx):
-    """The walk's per-entry part, using only mmu.permissions: is a reserved bit set at
+    """The walk's per-entry part, using only mmu.kvm.permissions: is a reserved bit set at
     some level (FNAME(is_rsvd_bits_set) with the guest masks), and the leaf's ACC value
     (AND of FNAME(gpte_access) over the levels) and pkey.  Depends on EFER.NX only."""
-    from mmu.permissions import gpte_access, gpte_pkey, is_rsvd_gpte
+    from mmu.kvm.permissions import gpte_access, gpte_pkey, is_rsvd_gpte
     meta = reset_guest_paging_metadata(role(nx=nx))
     rsvd = any(is_rsvd_gpte(meta.rsvd, e, level) for level, e in path)
     acc = 7
@@ -406,9 +406,9 @@ def _kvm_verdict(meta, static, nx, smep, pkru, rflags, access, cpl) -> int:
 
 def test_access_c_style_cross_check(capsys):
     """Every combination: batch walker == KVM table-driven verdict == SDM rules."""
-    batch = pytest.importorskip("mmu.batch")
+    batch = pytest.importorskip("mmu.x86.batch")
     import numpy as np
-    from mmu.regs import make_regs
+    from mmu.x86.regs import make_regs
     mem, cases = _build_tables()
     gvas = np.array([g for g, _ in cases], dtype=np.uint64)
     static = {nx: [_kvm_static(path, nx) for _, path in cases] for nx in (False, True)}
@@ -438,10 +438,10 @@ def test_access_c_style_cross_check(capsys):
 
 def test_access_c_style_cross_check_scalar_walker():
     """A seeded sample through the scalar walker, including its access_bits and pkey."""
-    walker = pytest.importorskip("mmu.walker")
+    walker = pytest.importorskip("mmu.x86.walker")
     import random
-    from mmu.permissions import gpte_access, gpte_pkey
-    from mmu.regs import make_regs
+    from mmu.kvm.permissions import gpte_access, gpte_pkey
+    from mmu.x86.regs import make_regs
     mem, cases = _build_tables()
     rng = random.Random(20240604)
     states = list(_cpu_states())
@@ -467,9 +467,9 @@ def test_access_c_style_cross_check_scalar_walker():
 
 
 def test_permission_index_and_kvm_fetch_rule():
-    from mmu.permissions import kvm_reports_fetch, permission_index
-    from mmu.regs import make_regs
-    from mmu.roles import cpu_role
+    from mmu.kvm.permissions import kvm_reports_fetch, permission_index
+    from mmu.x86.regs import make_regs
+    from mmu.kvm.roles import cpu_role
     # mmu.h: index = (pfec + (not_smap << 3)) >> 1; W|U|F = 0x16 -> 0xB, +AC -> 0xF.
     assert permission_index(0x16, rflags=0x2) == 0xB
     assert permission_index(0x16, rflags=0x2 | (1 << 18)) == 0xF

@@ -1,4 +1,4 @@
-"""mmu.roles (5.19+) against the independent expectations in tests/role_expectations.py."""
+"""mmu.kvm.roles (5.19+) against the independent expectations in tests/role_expectations.py."""
 from __future__ import annotations
 
 import itertools
@@ -6,8 +6,8 @@ import itertools
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mmu.regs import Regs, make_regs, paging_mode
-from mmu.roles import (
+from mmu.x86.regs import Regs, make_regs, paging_mode
+from mmu.kvm.roles import (
     CpuRole, ExtendedRole, FieldRow, PageRole, child_role, cpu_role, nested_ept_role,
     nested_mmu_role, nested_npt_roles, shadow_root_role, tdp_root_role,
 )

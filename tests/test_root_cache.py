@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mmu.root_cache import (INVALID_PAGE, KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS,
+from mmu.kvm.root_cache import (INVALID_PAGE, KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS,
                             KVM_MMU_ROOTS_ALL, RootCache, RootInfo, is_root_usable)
 
 

@@ -3,7 +3,7 @@
 :class:`RefCache` below is a list model of ``mmu->root`` + ``mmu->prev_roots[3]``
 written from the fact sheet's description of ``fast_pgd_switch`` and
 ``kvm_mmu_free_roots`` (facts §5; mmu.c in 5.18.12 and 6.4.6), not from
-:mod:`mmu.root_cache`: a hit at slot i makes prev ``[C, p0 .. p(i-1), p(i+1) ..]``; a
+:mod:`mmu.kvm.root_cache`: a hit at slot i makes prev ``[C, p0 .. p(i-1), p(i+1) ..]``; a
 miss with a valid current root rotates C in front and drops the former LRU, which is
 freed; without a current root a hit bubbles the later entries up and invalidates the
 last slot's hpa.  Random PGD switches, role changes, root loads (new page, hash hit on a
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmu.roles import PageRole
-from mmu.root_cache import INVALID_PAGE, RootCache, RootInfo
+from mmu.kvm.roles import PageRole
+from mmu.kvm.root_cache import INVALID_PAGE, RootCache, RootInfo
 
 #: (pgd, hpa) pairs; INVALID_PAGE in the hpa means "no root".
 INV = INVALID_PAGE

@@ -1,4 +1,4 @@
-"""Guest reserved-bit masks (mmu.permissions, ``__reset_rsvds_bits_mask``) against the
+"""Guest reserved-bit masks (mmu.kvm.permissions, ``__reset_rsvds_bits_mask``) against the
 fact sheet §7.5 and the SDM's entry formats (Vol. 3A tables 4-4..4-20), by hand, and
 against the guest walkers' RSVD faults on seeded random entries.
 
@@ -11,11 +11,11 @@ import random
 
 import pytest
 
-from mmu.permissions import (GuestRsvdMasks, ept_rsvd_masks, guest_rsvd_masks, is_rsvd_gpte,
+from mmu.kvm.permissions import (GuestRsvdMasks, ept_rsvd_masks, guest_rsvd_masks, is_rsvd_gpte,
                              rsvd_bits, rsvd_bits_set, rsvds_bits_mask)
-from mmu.regs import make_regs
+from mmu.x86.regs import make_regs
 
-roles = pytest.importorskip("mmu.roles")
+roles = pytest.importorskip("mmu.kvm.roles")
 
 
 def bits(*spans) -> int:
@@ -186,7 +186,7 @@ def _random_entry(rng: random.Random, eight_byte: bool) -> int:
 def _setup(mode: str, level: int, entry: int):
     """Tables for gva 0 whose entry at ``level`` is ``entry`` and every other is a valid
     supervisor table pointer.  Returns (mem, regs-maker)."""
-    from mmu.memory import GuestMemory
+    from mmu.x86.memory import GuestMemory
     mem = GuestMemory()
     eight = mode != "32-bit"
     write = mem.write_u64 if eight else mem.write_u32
@@ -210,8 +210,8 @@ def _setup(mode: str, level: int, entry: int):
 def test_rsvd_masks_agree_with_walkers(mode):
     """For seeded random present entries at every level: the walkers fault with RSVD
     at that level (PAE PDPTE: #GP) exactly when is_rsvd_gpte says so."""
-    walker = pytest.importorskip("mmu.walker")
-    batch = pytest.importorskip("mmu.batch")
+    walker = pytest.importorskip("mmu.x86.walker")
+    batch = pytest.importorskip("mmu.x86.batch")
     rng = random.Random({"32-bit": 32, "PAE": 3, "4-level": 4, "5-level": 5}[mode])
     eight = mode != "32-bit"
     top = {"32-bit": 2, "PAE": 3, "4-level": 4, "5-level": 5}[mode]

@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from mmu.eras import era
-from mmu.memory import GuestMemory
-from mmu.pagetable import PageTableBuilder
-from mmu.regs import CR0, CR4, EFER
-from mmu.vcpu import VCpu
+from mmu.kvm.eras import era
+from mmu.x86.memory import GuestMemory
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.x86.regs import CR0, CR4, EFER
+from mmu.kvm.vcpu import VCpu
 
 KEYS = ("vm_exits", "mmu_resets", "mmu_unloads", "roots_created", "roots_reused")
 ERAS = ("5.15", "5.18", "5.19", "6.1", "6.4")

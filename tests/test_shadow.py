@@ -1,4 +1,4 @@
-"""Tests for mmu.shadow: shadow pages keyed by (gfn, role), roots, the fault path, write
+"""Tests for mmu.kvm.shadow: shadow pages keyed by (gfn, role), roots, the fault path, write
 protection.
 
 Expected values come from the fact sheet (§6 roots and quadrants, §7.6 the CR0.WP=0 trick),
@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmu.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PTE, PFErr
-from mmu.memory import GuestMemory
-from mmu.pagetable import PageTableBuilder
-from mmu.regs import make_regs
-from mmu.roles import PageRole, cpu_role, shadow_root_role
-from mmu.shadow import (HOST_RAM_BASE, Root, ShadowMMU, gpa_to_hpa, shadow_index,
+from mmu.x86.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PTE, PFErr
+from mmu.x86.memory import GuestMemory
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.x86.regs import make_regs
+from mmu.kvm.roles import PageRole, cpu_role, shadow_root_role
+from mmu.kvm.shadow import (HOST_RAM_BASE, Root, ShadowMMU, gpa_to_hpa, shadow_index,
                         spte_access)
-from mmu.walker import walk
+from mmu.x86.walker import walk
 
 ADDR = ((1 << 52) - 1) & ~0xFFF
 KINDS = ("read", "write", "fetch")

@@ -6,7 +6,7 @@
   cell tagged ``solution``) is searched for in the copy's cells.
 * Each copy is clean (no outputs, counts or widget state; one H1) and runs top to bottom
   under nbclient with the same interpreter: the only errors are the graded cells' own
-  :class:`~mmu.exercises.base.CheckFailed` with a hint, one per exercise.
+  :class:`~mmu.book.exercises.base.CheckFailed` with a hint, one per exercise.
 
 (The solution notebooks themselves are run by nbval: exercises/ is a testpath.)
 """
@@ -22,8 +22,8 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from mmu.exercises.notebooks import LABS
-from mmu.exercises.student import STUB, make_student_copies, solution_lines
+from mmu.book.exercises.notebooks import LABS
+from mmu.book.exercises.student import STUB, make_student_copies, solution_lines
 from test_notebook_hygiene import notebook_problems
 
 KINDS = tuple(LABS)     # every lab notebook, new ones included

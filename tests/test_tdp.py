@@ -1,4 +1,4 @@
-"""Tests for mmu.tdp: TDP roots by role, reference counting across the edbdb43fc96b change,
+"""Tests for mmu.kvm.tdp: TDP roots by role, reference counting across the edbdb43fc96b change,
 EPT/NPT table building, and the two-dimensional walk.
 
 Reference counts of the 2D walk are computed by hand: a guest walk of n levels reads n guest
@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmu.bits import EPT
-from mmu.memory import GuestMemory
-from mmu.pagetable import PageTableBuilder
-from mmu.regs import make_regs
-from mmu.roles import cpu_role, tdp_root_role
-from mmu.shadow import HOST_RAM_BASE, gpa_to_hpa
-from mmu.tdp import PdptrLoad, TdpMMU, TdpRoot, load_pdptrs, two_d_walk
-from mmu.walker import EptViolation, ept_walk, npt_walk, walk
+from mmu.x86.bits import EPT
+from mmu.x86.memory import GuestMemory
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.x86.regs import make_regs
+from mmu.kvm.roles import cpu_role, tdp_root_role
+from mmu.kvm.shadow import HOST_RAM_BASE, gpa_to_hpa
+from mmu.kvm.tdp import PdptrLoad, TdpMMU, TdpRoot, load_pdptrs, two_d_walk
+from mmu.x86.walker import EptViolation, ept_walk, npt_walk, walk
 
 
 def role(level=4, smm=False, wp=True, guest_mode=False):

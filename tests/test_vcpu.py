@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from mmu.regs import CR0, CR4, EFER
-from mmu.vcpu import Event, VCpu, WriteResult
+from mmu.x86.regs import CR0, CR4, EFER
+from mmu.kvm.vcpu import Event, VCpu, WriteResult
 
 ERAS = ("5.15", "5.18", "5.19", "6.1", "6.4")
 

@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from mmu.regs import EFER
-from mmu.vcpu import VCpu
+from mmu.x86.regs import EFER
+from mmu.kvm.vcpu import VCpu
 
 # EPTP = address | memory type WB (6) | (walk length - 1) << 3 | A/D enable (bit 6).
 EPTP_A = 0x5000 | 6 | (3 << 3) | (1 << 6)      # 0x505e, 4-level, A/D on

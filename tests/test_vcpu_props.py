@@ -1,6 +1,6 @@
 """Property tests: no sequence of guest operations can corrupt a vCPU's MMU state.
 
-Random operation sequences (hypothesis, derandomized) run on a :class:`mmu.vcpu.VCpu` of
+Random operation sequences (hypothesis, derandomized) run on a :class:`mmu.kvm.vcpu.VCpu` of
 every era x MMU kind x vendor: CR0/CR3/CR4/EFER writes with random values (many of them
 architecturally invalid), bit toggles, the boot helpers, SMI/RSM, ``kvm_smm_changed``,
 nested entry/exit, far jumps, emulated permission checks and calls with bad arguments.
@@ -41,13 +41,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmu import legacy, roles
-from mmu.eras import ERA_NAMES
-from mmu.memory import GuestMemory
-from mmu.pagetable import PageTableBuilder
-from mmu.regs import CR0, CR4, EFER
-from mmu.root_cache import KVM_MMU_NUM_PREV_ROOTS
-from mmu.vcpu import MMU_KINDS, VENDORS, VCpu
+from mmu.kvm import legacy, roles
+from mmu.kvm.eras import ERA_NAMES
+from mmu.x86.memory import GuestMemory
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.x86.regs import CR0, CR4, EFER
+from mmu.kvm.root_cache import KVM_MMU_NUM_PREV_ROOTS
+from mmu.kvm.vcpu import MMU_KINDS, VENDORS, VCpu
 
 CONFIGS = [(k, m, vnd) for k in ERA_NAMES for m in MMU_KINDS for vnd in VENDORS]
 MAXPHYADDR = 46

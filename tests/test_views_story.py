@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmu.legacy import NfcReport, NfcRow
-from mmu.series import FOLLOW_UPS, NAME_CHANGES, NAMING_DEBATE, PATCHES, patch
-from mmu.views import series_view as sv
+from mmu.kvm.legacy import NfcReport, NfcRow
+from mmu.book.series import FOLLOW_UPS, NAME_CHANGES, NAMING_DEBATE, PATCHES, patch
+from mmu.book.views import series_view as sv
 
 # Page-role bits (facts §1.1), to spell expected words by hand.
 LEVEL4, LEVEL5, DIRECT, ACC_ALL = 4, 5, 1 << 7, 7 << 8
@@ -157,7 +157,7 @@ def test_nfc_view_flags_unexplained_changes():
 
 
 def test_series_widget_headless():
-    from mmu.widgets_story import SeriesWalkthrough
+    from mmu.book.widgets_story import SeriesWalkthrough
     w = SeriesWalkthrough(patch="2ba676774dfc", side="before", wp=False)
     assert f"= {LEVEL4 | DIRECT | ACC_ALL | EFER_NX:#010x}" in w.text
     w.set(side="after")
@@ -171,7 +171,7 @@ def test_series_widget_headless():
 # ---- chapter 6: root-cache timeline -------------------------------------------------------
 
 def test_round_robin_hits_the_lru_slot():
-    from mmu.views.root_cache_view import root_cache_timeline
+    from mmu.book.views.root_cache_view import root_cache_timeline
     # N <= 4 processes, S switches: N-1 misses that build roots, then hits in prev_roots[N-2]
     for n in (2, 3, 4):
         t = root_cache_timeline(n, "6.4", "shadow", switches=9)
@@ -183,7 +183,7 @@ def test_round_robin_hits_the_lru_slot():
 
 
 def test_five_processes_and_pae_never_hit():
-    from mmu.views.root_cache_view import render_timeline, root_cache_timeline
+    from mmu.book.views.root_cache_view import render_timeline, root_cache_timeline
     five = root_cache_timeline(5, "5.19", "shadow", switches=10)
     assert five.counts() == {"new-root": 4, "hash-hit": 6}
     pae = root_cache_timeline(3, "5.18", "shadow", guest="PAE", switches=6)
@@ -195,7 +195,7 @@ def test_five_processes_and_pae_never_hit():
 
 
 def test_wp_pairs_empty_the_cache_per_era():
-    from mmu.views.root_cache_view import root_cache_timeline
+    from mmu.book.views.root_cache_view import root_cache_timeline
     def unloads(kernel, mmu, vendor="intel"):
         t = root_cache_timeline(4, kernel, mmu, switches=4, wp_every=2, vendor=vendor)
         return sum(s.cause == "unload" for s in t.steps), t.counts()
@@ -206,8 +206,8 @@ def test_wp_pairs_empty_the_cache_per_era():
 
 
 def test_timeline_refuses_bad_input_and_widget_runs():
-    from mmu.views.root_cache_view import build_guest, render_timeline, root_cache_timeline
-    from mmu.widgets_story import RootCacheTimeline
+    from mmu.book.views.root_cache_view import build_guest, render_timeline, root_cache_timeline
+    from mmu.book.widgets_story import RootCacheTimeline
     with pytest.raises(ValueError):
         build_guest("32-bit", 2)
     with pytest.raises(ValueError):
@@ -227,7 +227,7 @@ def test_timeline_refuses_bad_input_and_widget_runs():
 # ---- chapter 8: nesting ---------------------------------------------------------------------
 
 def test_nested_roles_by_hand():
-    from mmu.views.nested_view import NestedParams, nested_roles
+    from mmu.book.views.nested_view import NestedParams, nested_roles
     npt = nested_roles(NestedParams("npt", "4-level", tdp_level=4))
     assert npt.root_role.word == LEVEL4 | ACC_ALL | EFER_NX | GUEST_MODE
     assert npt.cpu_role.ext.word == 1 | 4 | 128          # valid, cr4_pse, efer_lma; no PKE
@@ -245,7 +245,7 @@ def test_nested_roles_by_hand():
 
 
 def test_nested_separation_and_trace():
-    from mmu.views.nested_view import (NestedParams, render_nested, separation,
+    from mmu.book.views.nested_view import (NestedParams, render_nested, separation,
                                        smm_guest_mode_trace)
     words = [r.word for _, _, r in separation(5)]
     assert len(set(words)) == 5 and words[0] == LEVEL5 | DIRECT | ACC_ALL | EFER_NX | CR0_WP
@@ -261,7 +261,7 @@ def test_nested_separation_and_trace():
 
 
 def test_nested_widget_headless():
-    from mmu.widgets_story import NestedExplorer
+    from mmu.book.widgets_story import NestedExplorer
     w = NestedExplorer(kind="ept")
     assert f"{LEVEL4 | ACC_ALL | GUEST_MODE:#010x}" in w.text
     w.set(kind="npt", tdp_level=5)
@@ -283,7 +283,7 @@ def test_nested_widget_headless():
     ("6.4", "shadow", "intel", (1, 1, 1, 1, 0, 1)),
 ])
 def test_toggle_counts(kernel, mmu, vendor, expected):
-    from mmu.views.story_view import toggle
+    from mmu.book.views.story_view import toggle
     r = toggle(kernel, mmu, vendor)
     keys = ("vm_exits", "mmu_resets", "mmu_unloads", "inits_rebuilt", "roots_created",
             "roots_reused")
@@ -291,7 +291,7 @@ def test_toggle_counts(kernel, mmu, vendor, expected):
 
 
 def test_toggle_root_role_words():
-    from mmu.views.story_view import render_toggle, toggle
+    from mmu.book.views.story_view import render_toggle, toggle
     tdp_wp = LEVEL4 | DIRECT | ACC_ALL | EFER_NX | CR0_WP
     assert toggle("5.18", "tdp").root_role == (tdp_wp, tdp_wp & ~CR0_WP)
     assert toggle("5.19", "tdp").root_role == (tdp_wp, tdp_wp)
@@ -306,7 +306,7 @@ def test_toggle_root_role_words():
 
 def test_refresh_demo_and_changes_view():
     import re
-    from mmu.views.story_view import refresh_demo, render_changes
+    from mmu.book.views.story_view import refresh_demo, render_changes
     rows = refresh_demo().text.splitlines()[3:]
     assert re.search(r"no exit +1 +0 +✔", rows[0]) and re.search(r"no exit +1 +1 +✘", rows[1])
     text = render_changes().text
@@ -314,7 +314,7 @@ def test_refresh_demo_and_changes_view():
 
 
 def test_cost_views_have_titles_labels_and_hatching():
-    from mmu.views.story_view import render_ssdd, render_vmexit
+    from mmu.book.views.story_view import render_ssdd, render_vmexit
     v = render_vmexit()
     assert "46754" in v.text and "<svg" in v.html
     s = render_ssdd(rows=("v6.1.23", "v6.1.23 + patches"))
@@ -324,7 +324,7 @@ def test_cost_views_have_titles_labels_and_hatching():
 
 
 def test_cr0wp_widget_headless():
-    from mmu.widgets_story import Cr0WpStory
+    from mmu.book.widgets_story import Cr0WpStory
     w = Cr0WpStory(kernel="6.4", mmu="tdp", vendor="amd")
     assert "exit + kvm_init_mmu only: roots kept" in w.text
     w.set(vendor="intel")
@@ -335,9 +335,9 @@ def test_cr0wp_widget_headless():
 # published figures were fitted; figures tell their series apart without colour.
 
 def _story_texts():
-    from mmu.legacy import nfc_report
-    from mmu.views import nested_view as nv, root_cache_view as rc, story_view as st
-    from mmu.widgets_story import Cr0WpStory, NestedExplorer, SeriesWalkthrough
+    from mmu.kvm.legacy import nfc_report
+    from mmu.book.views import nested_view as nv, root_cache_view as rc, story_view as st
+    from mmu.book.widgets_story import Cr0WpStory, NestedExplorer, SeriesWalkthrough
     yield "timeline", rc.render_timeline(rc.root_cache_timeline(5, switches=6)).text
     yield "timeline wp", rc.render_timeline(rc.root_cache_timeline(
         4, "5.19", "tdp", switches=6, wp_every=3)).text
@@ -368,8 +368,8 @@ def test_text_forms_fit_the_output_width():
 def test_calibrated_figures_are_the_ones_mmu_cost_names():
     """Every cell marked as fitted is named (by its value) in a calibrated constant's
     status, and the vmexit held-out figures are not."""
-    from mmu import cost
-    from mmu.views import story_view as st
+    from mmu.book import cost
+    from mmu.book.views import story_view as st
     calibrated = " ".join(c.status for c in cost.CONSTANTS.values()
                           if c.status.startswith("calibrated"))
     for row, col in st.CALIBRATED_SSDD:
@@ -388,7 +388,7 @@ def test_calibrated_figures_are_the_ones_mmu_cost_names():
 def test_cost_figures_do_not_rely_on_colour():
     """Published vs model: hatching and hollow vs filled markers; before vs after (vmexit)
     and legacy vs TDP (ssdd): marker shape.  Read back from the SVG's legend text."""
-    from mmu.views import story_view as st
+    from mmu.book.views import story_view as st
     vm = st.render_vmexit().html
     for label in ("published before", "model before", "published after", "model after"):
         assert label in vm

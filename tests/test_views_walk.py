@@ -1,8 +1,8 @@
-"""Render functions of chapters 1-4 (mmu.views.walk_view, permissions_view, shadow_view,
-tdp_view) and their widgets (mmu.widgets_walk).
+"""Render functions of chapters 1-4 (mmu.book.views.walk_view, permissions_view, shadow_view,
+tdp_view) and their widgets (mmu.book.widgets_walk).
 
 Expected values are worked out by hand from the chapter guest's layout
-(mmu.views.walk_view._REGIONS: user code 256 KiB, user data 128 KiB, one kernel large page,
+(mmu.book.views.walk_view._REGIONS: user code 256 KiB, user data 128 KiB, one kernel large page,
 kernel text 512 KiB, kernel data 256 KiB), from the SDM's #PF error-code bits (Vol. 3A
 4.7) and from the fact sheet's permission rules (§7.3) -- never pasted from a run.
 """
@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from mmu import walk
-from mmu.views import permissions_view as pv
-from mmu.views import walk_view as wv
+from mmu.book.views import permissions_view as pv
+from mmu.book.views import walk_view as wv
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -306,7 +306,7 @@ def test_perm_state_refuses_bad_input():
 # ---------------------------------------------------------------------------
 
 def test_walk_explorer_headless():
-    from mmu.widgets_walk import WalkExplorer
+    from mmu.book.widgets_walk import WalkExplorer
     w = WalkExplorer()
     w.set(mode="PAE", gva="0xd00010", access="write")
     assert w.result.ok and w.result.gpa == 0x0040_0010          # kernel data at GPA 0x400000
@@ -319,7 +319,7 @@ def test_walk_explorer_headless():
 
 
 def test_permission_lab_headless():
-    from mmu.widgets_walk import PermissionLab
+    from mmu.book.widgets_walk import PermissionLab
     lab = PermissionLab()
     lab.set(page_user=True)
     assert lab.result.walk.fault.reason.startswith("SMAP")
@@ -335,7 +335,7 @@ def test_permission_lab_headless():
 # ---------------------------------------------------------------------------
 
 def test_shadow_state_4level_pages_and_keys():
-    from mmu.views import shadow_view as sv
+    from mmu.book.views import shadow_view as sv
     st = sv.shadow_state("4-level")
     keys = sorted((sp.role.level, sp.gfn, sp.role.word) for sp in st.mmu.hash.values())
     # CR3 = 0x10000000 -> root gfn 0x10000; PDPT and PD are the next two table frames; the
@@ -351,7 +351,7 @@ def test_shadow_state_4level_pages_and_keys():
 
 
 def test_shadow_state_32bit_pae_root_quadrants():
-    from mmu.views import shadow_view as sv
+    from mmu.book.views import shadow_view as sv
     st = sv.shadow_state("32-bit")
     pae = _rows(sv.pae_root_table(st.root).text())
     # all four entries shadow the one guest page directory (gfn of CR3), quadrant i,
@@ -365,7 +365,7 @@ def test_shadow_state_32bit_pae_root_quadrants():
 
 @pytest.mark.parametrize("smep,write_acc", [(False, "-WX"), (True, "-W-")])
 def test_wp_trick_before_after(smep, write_acc):
-    from mmu.views import shadow_view as sv
+    from mmu.book.views import shadow_view as sv
     t = sv.wp_trick(smep)
     # user code page: user, read-only, executable; a read leaves U and X
     assert wv.acc_label(t.read.access) == "U-X" and not t.read.wp_trick
@@ -379,7 +379,7 @@ def test_wp_trick_before_after(smep, write_acc):
 
 @pytest.mark.parametrize("mode", ["32-bit", "4-level"])
 def test_write_protect_catches_pte_write(mode):
-    from mmu.views import shadow_view as sv
+    from mmu.book.views import shadow_view as sv
     wp = sv.write_protect(mode, new_gpa=0x0050_0000)
     # kernel data at GVA 0xd00000 was GPA 0x400000; HPA = GPA + 2**51 in the model
     assert wp.hpa_before == 0x40_0000 + 2**51
@@ -389,7 +389,7 @@ def test_write_protect_catches_pte_write(mode):
 
 
 def test_shadow_bad_input():
-    from mmu.views import shadow_view as sv
+    from mmu.book.views import shadow_view as sv
     with pytest.raises(ValueError, match="mode"):
         sv.shadow_state("none")
     with pytest.raises(TypeError):
@@ -406,7 +406,7 @@ def test_shadow_bad_input():
     ("4-level", "intel", 4, 24), ("32-bit", "intel", 4, 14), ("5-level", "intel", 5, 35),
     ("4-level", "amd", 5, 29), ("PAE", "amd", 4, 19)])
 def test_two_d_grid_refs(mode, vendor, tdp_level, refs):
-    from mmu.views import tdp_view as tv
+    from mmu.book.views import tdp_view as tv
     g = tv.two_d_grid(mode, 0x00C0_1234, "read", vendor, tdp_level)
     assert g.refs == refs and g.hpa == 0x30_1234 + 2**51
     levels = {"32-bit": 2, "PAE": 3, "4-level": 4, "5-level": 5}[mode]
@@ -422,7 +422,7 @@ def test_two_d_grid_intel_pae_starts_at_the_pdpte_register():
     """Intel keeps a PAE guest's PDPTEs in registers (SDM Vol. 3A 4.4.1): the PDPTE row makes
     no reference, PD and PT rows (2+1)(4+1) - 1 = 14 in all; the load at MOV CR3 made
     4 x (4 EPT refs + 1 read) = 20, shown apart.  AMD reads the PDPTE: 19."""
-    from mmu.views import tdp_view as tv
+    from mmu.book.views import tdp_view as tv
     g = tv.two_d_grid("PAE", 0x00C0_1234, "read", "intel", 4)
     assert g.refs == 14 and g.load_refs == 20 and g.hpa == 0x30_1234 + 2**51
     assert g.cells[0] == (0,) * 5 and g.row_labels[0].startswith("guest PDPTE 0 (PDPTE register")
@@ -437,7 +437,7 @@ def test_two_d_grid_intel_pae_starts_at_the_pdpte_register():
 
 
 def test_two_d_grid_render_and_plot():
-    from mmu.views import tdp_view as tv
+    from mmu.book.views import tdp_view as tv
     g = tv.two_d_grid()
     rows = _rows(tv.render_grid(g).text.split("\nOutcome")[0])
     assert rows[-1] == ["final GPA 0x301234", "21", "22", "23", "24", "·"]
@@ -449,7 +449,7 @@ def test_two_d_grid_render_and_plot():
 
 
 def test_tdp_root_role_ignores_the_guest():
-    from mmu.views import tdp_view as tv
+    from mmu.book.views import tdp_view as tv
     rows = {lab: (cpu, tdp, sh) for lab, cpu, tdp, sh in tv.role_rows()}
     # TDP root: level 4 | direct 0x80 | access 0x700 | efer_nx 0x1000 | cr0_wp 0x2000
     assert {tdp for lab, (_, tdp, _) in rows.items() if "SMM" not in lab} == {0x3784}
@@ -461,7 +461,7 @@ def test_tdp_root_role_ignores_the_guest():
 
 
 def test_chapter3_4_widgets_headless():
-    from mmu.widgets_walk import ShadowExplorer, TwoDWalkExplorer
+    from mmu.book.widgets_walk import ShadowExplorer, TwoDWalkExplorer
     s = ShadowExplorer()
     s.set(mode="32-bit")
     assert s.result.root.pae_sps is not None and "quadrant" in s.text
@@ -479,8 +479,8 @@ def test_chapter3_4_widgets_headless():
 # ---------------------------------------------------------------------------
 
 def test_figure_svg_is_svg_with_the_titles_and_refuses_non_figures():
-    from mmu.views.common import figure_svg
-    from mmu.views import tdp_view as tv
+    from mmu.book.views.common import figure_svg
+    from mmu.book.views import tdp_view as tv
     svg = figure_svg(tv.plot_grid(tv.two_d_grid()))
     root = ET.fromstring(svg.encode())
     assert root.tag.endswith("svg")
@@ -506,7 +506,7 @@ def test_text_forms_fit_the_output_width(render):
         text = pv.render(pv.evaluate(pv.PermState(page_user=True))).text
         assert text.splitlines()[0].startswith("  * Registers: CR0.WP=1")
     else:
-        from mmu.views import shadow_view as sv
+        from mmu.book.views import shadow_view as sv
         text = sv.render_wp_trick(sv.wp_trick(smep=True)).text
         assert "CR0.WP=1 write, the guest's own fault: R/W" in text
     assert max(len(line) for line in text.splitlines()) <= 110

@@ -1,4 +1,4 @@
-"""mmu.walker against hand-built page tables: one test per SDM rule.
+"""mmu.x86.walker against hand-built page tables: one test per SDM rule.
 
 Every table here is written entry by entry at addresses computed by hand, and every
 expected gpa, error code and A/D value comes from the SDM (Vol. 3A ch. 4; Vol. 3C
@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 
 from mmu import GuestMemory, PagingMode, make_regs
-from mmu.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PTE
-from mmu.walker import EptMisconfig, EptViolation, ept_walk, npt_walk, walk
+from mmu.x86.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PTE
+from mmu.x86.walker import EptMisconfig, EptViolation, ept_walk, npt_walk, walk
 
 P, W, U, A, D, PS, G = 1, 2, 4, 0x20, 0x40, 0x80, 0x100
 XD = 1 << 63

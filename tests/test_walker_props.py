@@ -1,4 +1,4 @@
-"""Property tests for mmu.walker and mmu.pagetable (hypothesis).
+"""Property tests for mmu.x86.walker and mmu.x86.pagetable (hypothesis).
 
 (a) Bad input: arbitrary registers, addresses, access kinds, CPLs, MAXPHYADDRs and
     page tables full of cycles and out-of-range bits give a WalkResult or a
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmu import GuestMemory, Regs, make_regs
-from mmu.pagetable import PageTableBuilder
-from mmu.walker import WalkResult, ept_walk, npt_walk, walk
+from mmu.x86.pagetable import PageTableBuilder
+from mmu.x86.walker import WalkResult, ept_walk, npt_walk, walk
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

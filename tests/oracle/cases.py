@@ -10,16 +10,16 @@ PML4E/PML5E).  Present PAE PDPTEs carry no reserved bits: the SDM checks those a
 MOV to CR3, QEMU at access time (``QUIRKS["PAE_PDPTE_checked_at_access"]``).
 
 Nothing here uses the model under test: the tables are written directly with
-:func:`write_path`, so the generator is independent of ``mmu.pagetable``.
+:func:`write_path`, so the generator is independent of ``mmu.x86.pagetable``.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
 
-from mmu.bits import PAGE_SIZE
-from mmu.memory import GuestMemory
-from mmu.regs import CR0, CR4, EFER, RFLAGS, PagingMode, Regs
+from mmu.x86.bits import PAGE_SIZE
+from mmu.x86.memory import GuestMemory
+from mmu.x86.regs import CR0, CR4, EFER, RFLAGS, PagingMode, Regs
 
 from .unicorn_oracle import ORACLE_MAXPHYADDR, WINDOW, WINDOW_SIZE
 

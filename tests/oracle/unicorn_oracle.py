@@ -49,9 +49,9 @@ import struct
 import unicorn as uc
 import unicorn.x86_const as ux
 
-from mmu.bits import PAGE_SIZE, check_access, check_int
-from mmu.memory import GuestMemory
-from mmu.regs import CR4, EFER, PagingMode, Regs, paging_mode
+from mmu.x86.bits import PAGE_SIZE, check_access, check_int
+from mmu.x86.memory import GuestMemory
+from mmu.x86.regs import CR4, EFER, PagingMode, Regs, paging_mode
 
 #: Physical-address width of the emulated CPU (CPUID 0x80000008 EAX[7:0] = 0x28).
 ORACLE_MAXPHYADDR = 40

@@ -1,0 +1,212 @@
+"""Thin ipywidgets wrappers for chapters 1-4 (walks, permissions, shadow paging, TDP).
+
+Each widget is controls + one ``ipywidgets.HTML`` showing a pure view from
+:mod:`mmu.book.views` (docs/notebooks.md): the controls are wired with
+``.observe(handler, names="value")``, the view's text is mirrored in ``.text``, the
+model's answer in ``.result``, and ``.set(**values)`` changes controls from code so a
+notebook cell (or a test) can drive the widget headless and assert on what it shows.
+No model logic lives here.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ipywidgets as W
+
+from mmu.book.views.common import View
+
+__all__ = ["ViewWidget", "WalkExplorer", "PermissionLab", "ShadowExplorer", "TwoDWalkExplorer"]
+
+
+class ViewWidget:
+    """Controls in a box, one HTML output; subclasses say how to compute and render.
+
+    ``controls`` maps a name to a widget with a ``value``; ``compute(values)`` returns
+    ``(result, View)``.  Displaying the object displays the box.
+    """
+
+    css_class = "mmu-widget"
+
+    def __init__(self, controls: dict[str, Any], compute: Callable[[dict], tuple[Any, View]]):
+        self.controls = controls
+        self._compute = compute
+        self.html = W.HTML()
+        self.html.add_class(self.css_class)
+        self.result: Any = None
+        self.view: View | None = None
+        self._muted = False
+        for c in controls.values():
+            c.observe(self._changed, names="value")
+        self.box = W.VBox([W.HBox(list(controls.values()),
+                                  layout=W.Layout(flex_flow="row wrap")), self.html])
+        self.refresh()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return {k: c.value for k, c in self.controls.items()}
+
+    @property
+    def text(self) -> str:
+        return self.view.text if self.view is not None else ""
+
+    def _changed(self, _change: Any) -> None:
+        if not self._muted:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self.result, self.view = self._compute(self.values)
+        self.html.value = self.view.html
+
+    def set(self, **values: Any) -> "ViewWidget":
+        """Set several controls, then re-render once (as if the reader had clicked)."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise ValueError(f"unknown control(s) {unknown}: allowed {sorted(self.controls)}")
+        self._muted = True
+        try:
+            for k, v in values.items():
+                self.controls[k].value = v
+        finally:
+            self._muted = False
+        self.refresh()
+        return self
+
+    def _repr_mimebundle_(self, **kw: Any):
+        return self.box._repr_mimebundle_(**kw)
+
+
+def _check(label: str, value: bool = False) -> W.Checkbox:
+    return W.Checkbox(value=value, description=label, indent=False,
+                      layout=W.Layout(width="auto", margin="0 12px 0 0"))
+
+
+def _drop(label: str, options, value) -> W.Dropdown:
+    return W.Dropdown(options=options, value=value, description=label,
+                      style={"description_width": "initial"}, layout=W.Layout(width="auto"))
+
+
+class WalkExplorer(ViewWidget):
+    """Chapter 1: pick a paging mode, a GVA, an access and a CPL; see the walk.
+
+    The guest is :func:`mmu.book.views.walk_view.demo_guest` for the chosen mode (built once
+    per mode).  Walks use ``set_ad=False`` so looking does not change the guest.
+    ``gva`` is a text box taking hex (``0xc01234``) or decimal; a value that is not a
+    number shows the error in place of the walk.
+    """
+
+    css_class = "walk-explorer"
+
+    def __init__(self, mode: str = "4-level", gva: int = 0x00C0_1234, access: str = "read",
+                 cpl: int = 0):
+        from mmu.book.views import walk_view as wv
+        self._wv = wv
+        self._guests: dict[str, Any] = {}
+        controls = {
+            "mode": _drop("paging mode", wv.MODES, mode),
+            "gva": W.Text(value=hex(gva), description="GVA", continuous_update=False,
+                          layout=W.Layout(width="220px")),
+            "access": _drop("access", tuple(wv.ACCESS_LABELS), access),
+            "cpl": _drop("CPL", (0, 1, 2, 3), cpl),
+        }
+        super().__init__(controls, self._run)
+
+    def guest(self, mode: str):
+        if mode not in self._guests:
+            self._guests[mode] = self._wv.demo_guest(mode)
+        return self._guests[mode]
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        from mmu.x86.walker import walk
+        wv = self._wv
+        gva = _parse_gva(v["gva"])
+        if gva is None:
+            msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
+            return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
+        g = self.guest(v["mode"])
+        r = walk(g.mem, g.regs, gva, v["access"], v["cpl"], set_ad=False)
+        split = wv.gva_split(gva, v["mode"])
+        view = wv.render_walk(r, gva, v["access"], v["cpl"])
+        svg = wv.walk_svg(r, gva)
+        return r, View(split.text + "\n\n" + view.text, split.html + view.html + svg)
+
+
+class PermissionLab(ViewWidget):
+    """Chapter 2: the register and page bits that decide a permission fault."""
+
+    css_class = "perm-lab"
+
+    _LABELS = {"cr0_wp": "CR0.WP", "cr4_smep": "CR4.SMEP", "cr4_smap": "CR4.SMAP",
+               "cr4_pke": "CR4.PKE", "efer_nxe": "EFER.NXE", "rflags_ac": "RFLAGS.AC",
+               "pkru_ad": "PKRU.AD[key]", "pkru_wd": "PKRU.WD[key]",
+               "page_user": "page U/S=1 (user)", "page_writable": "page R/W=1",
+               "page_xd": "page XD=1"}
+
+    def __init__(self, **state: Any):
+        from mmu.book.views import permissions_view as pv
+        self._pv = pv
+        s = pv.PermState().replace(**state)
+        controls = {k: _check(label, getattr(s, k)) for k, label in self._LABELS.items()}
+        controls["cpl"] = _drop("CPL", (0, 1, 2, 3), s.cpl)
+        controls["access"] = _drop("access", ("read", "write", "fetch"), s.access)
+        controls["pkey"] = _drop("page key", tuple(range(16)), s.pkey)
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        r = self._pv.evaluate(self._pv.PermState(**v))
+        return r, self._pv.render(r)
+
+
+class ShadowExplorer(ViewWidget):
+    """Chapter 3: the chapter guest under shadow paging after it touched four pages; choose
+    the guest's paging mode and CR0.WP and see the shadow pages, their (gfn, role) keys and,
+    for 32-bit and PAE guests, the PAE root."""
+
+    css_class = "shadow-explorer"
+
+    def __init__(self, mode: str = "4-level", cr0_wp: bool = True):
+        from mmu.book.views import shadow_view as sv
+        from mmu.book.views.walk_view import MODES
+        self._sv = sv
+        controls = {"mode": _drop("guest paging mode", MODES, mode),
+                    "cr0_wp": _check("CR0.WP", cr0_wp)}
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        st = self._sv.shadow_state(v["mode"], v["cr0_wp"])
+        return st, self._sv.render_state(st)
+
+
+class TwoDWalkExplorer(ViewWidget):
+    """Chapter 4: the 2D walk of one GVA of the chapter guest as a grid of references."""
+
+    css_class = "two-d-explorer"
+
+    def __init__(self, mode: str = "4-level", gva: int = 0x00C0_1234, vendor: str = "intel",
+                 tdp_level: int = 4):
+        from mmu.book.views import tdp_view as tv
+        from mmu.book.views.walk_view import MODES
+        self._tv = tv
+        controls = {"mode": _drop("guest paging mode", MODES, mode),
+                    "gva": W.Text(value=hex(gva), description="GVA", continuous_update=False,
+                                  layout=W.Layout(width="220px")),
+                    "vendor": _drop("vendor", (("Intel EPT", "intel"), ("AMD NPT", "amd")),
+                                    vendor),
+                    "tdp_level": _drop("TDP levels", (4, 5), tdp_level)}
+        super().__init__(controls, self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        gva = _parse_gva(v["gva"])
+        if gva is None:
+            msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
+            return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
+        g = self._tv.two_d_grid(v["mode"], gva, "read", v["vendor"], v["tdp_level"])
+        return g, self._tv.render_grid(g)
+
+
+def _parse_gva(text: str) -> int | None:
+    """A GVA typed by the reader (hex with 0x, or decimal), None if it is not one."""
+    try:
+        gva = int(str(text).strip().replace("_", ""), 0)
+    except ValueError:
+        return None
+    return gva if 0 <= gva < 1 << 64 else None

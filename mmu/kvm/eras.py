@@ -1,0 +1,146 @@
+"""Kernel eras: which KVM MMU behaviour a given Linux version has.
+
+Each :class:`Era` is a frozen set of feature flags, one flag per kernel change that
+alters what a register write does to the MMU (facts §0.3, §3, §4, §9).  The vCPU model
+(:mod:`mmu.kvm.vcpu`) reads only these flags, never the version string, so any row of the
+published benchmark tables can be expressed by overriding flags on a preset::
+
+    era("6.1")                                   # v6.1 as released (and v6.1.23)
+    era("6.1", cr0_wp_tdp_no_unload=True,        # v6.1.y after the May-2023 backport
+        cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True)
+
+Presets model the *mainline* release named (X.Y.0); stable backports are listed in each
+flag's note and are expressed with overrides.  Flags:
+
+``role_split``
+    e5ed0fb01004 "KVM: x86/mmu: split cpu_role from mmu_role" and 7a458f0e1ba1 "remove
+    extended bits from mmu_role, rename field" (Paolo Bonzini, merged for **5.19**).
+    True: ``struct kvm_mmu`` has ``cpu_role`` + ``root_role`` and ``init_kvm_tdp_mmu`` /
+    ``shadow_mmu_init_context`` return early iff both are unchanged.  False (≤5.18): a
+    single ``mmu_role`` (:mod:`mmu.kvm.legacy`), whose TDP flavour still holds the guest's
+    CR0.WP and EFER.NX.
+``efer_lme_resets``
+    d6174299365d "KVM: x86: Reinitialize context if host userspace toggles EFER.LME"
+    (Feb 2022, Cc stable; mainline **5.17**): ``KVM_MMU_EFER_ROLE_BITS`` = LME|NX.  False:
+    only an EFER.NX change resets the MMU.  5.15.y picked it up through stable (a stable
+    copy of the patch exists; the exact 5.15.y point release is UNVERIFIED), the "5.15"
+    preset models 5.15.0.
+``new_pgd_uses_mmu_role``
+    "KVM: x86/mmu: Always use current mmu's role when loading new PGD" (Paolo, Feb 2022,
+    merged for **5.18**; facts §2.2).  False (≤5.17): ``kvm_mmu_new_pgd`` recomputed the
+    root role from the live registers (``kvm_mmu_calc_root_page_role``).
+``tdp_root_preserved``
+    edbdb43fc96b "KVM: x86: Preserve TDP MMU roots until they are explicitly invalidated"
+    (mainline **6.4** per the fact sheet's 6.4.6 tree; stable 6.1.y and 6.3.2 as
+    2ec1fe292d6e).  False: a TDP MMU root is freed when the last vCPU drops its reference.
+``cr0_wp_tdp_no_unload``
+    01b31714bd90 "KVM: x86: Do not unload MMU roots when only toggling CR0.WP with TDP
+    enabled" (Mathias Krause, **6.4**; stable 6.1.y/6.2.y/6.3.y): ``kvm_post_set_cr0``
+    calls only ``kvm_init_mmu`` when WP is the only changed bit and TDP is on.
+``ignore_wp_nonpaging``
+    e40bcf9f3a18 "KVM: x86: Ignore CR0.WP toggles in non-paging mode" (**6.4** only; not
+    in the 5-patch stable backport, facts §3.2).
+``cr0_wp_guest_owned``
+    fb509f76acc8 "KVM: VMX: Make CR0.WP a guest owned bit" (**6.4**; stable 6.1.y+).
+    Only VMX with EPT: ``KVM_POSSIBLE_CR0_GUEST_BITS`` gains WP, so a guest MOV to CR0
+    that flips only WP/TS does not VM-exit.  SVM has no per-bit CR0 intercept.
+``wp_refresh_in_permission_fault``
+    Sean Christopherson, "KVM: x86/mmu: Refresh CR0.WP prior to checking for emulated
+    permission faults" (Fixes: fb509f76acc8; **6.4**; upstream hash UNVERIFIED).  With WP
+    guest-owned the MMU's ``cpu_role.base.cr0_wp`` can be stale;
+    ``kvm_mmu_refresh_passthrough_bits`` re-reads it before an emulated permission check.
+
+Not modelled: asynchronous zapping of invalidated TDP roots (a 2022 TDP MMU change whose
+release the fact sheet does not pin down -- UNVERIFIED), so there is no flag for it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+__all__ = ["Era", "ERAS", "ERA_NAMES", "FLAG_NAMES", "era"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Era:
+    """A kernel's MMU behaviour as feature flags (see the module docstring for sources)."""
+
+    name: str
+    role_split: bool
+    efer_lme_resets: bool
+    new_pgd_uses_mmu_role: bool
+    tdp_root_preserved: bool
+    cr0_wp_tdp_no_unload: bool
+    ignore_wp_nonpaging: bool
+    cr0_wp_guest_owned: bool
+    wp_refresh_in_permission_fault: bool
+
+    def flags(self) -> dict[str, bool]:
+        """The feature flags (everything but ``name``)."""
+        return {f: getattr(self, f) for f in FLAG_NAMES}
+
+    def diff(self, other: "Era") -> list[tuple[str, bool, bool]]:
+        """Flags that differ, as (flag, self, other)."""
+        return [(f, getattr(self, f), getattr(other, f)) for f in FLAG_NAMES
+                if getattr(self, f) != getattr(other, f)]
+
+    @property
+    def efer_role_bits(self) -> int:
+        """``KVM_MMU_EFER_ROLE_BITS`` of this era (mmu.h): LME|NX, or NX alone before d6174299365d."""
+        from mmu.x86.regs import EFER
+        return int(EFER.LME | EFER.NXE) if self.efer_lme_resets else int(EFER.NXE)
+
+
+FLAG_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Era) if f.name != "name")
+
+
+def _preset(name: str, **flags: bool) -> Era:
+    return Era(name=name, **flags)
+
+
+_OLD = dict(role_split=False, efer_lme_resets=False, new_pgd_uses_mmu_role=False,
+            tdp_root_preserved=False, cr0_wp_tdp_no_unload=False, ignore_wp_nonpaging=False,
+            cr0_wp_guest_owned=False, wp_refresh_in_permission_fault=False)
+
+#: The presets, by mainline release.
+ERAS: Mapping[str, Era] = {
+    "5.15": _preset("5.15", **_OLD),
+    "5.18": _preset("5.18", **{**_OLD, "efer_lme_resets": True, "new_pgd_uses_mmu_role": True}),
+    "5.19": _preset("5.19", **{**_OLD, "efer_lme_resets": True, "new_pgd_uses_mmu_role": True,
+                               "role_split": True}),
+    "6.1": _preset("6.1", **{**_OLD, "efer_lme_resets": True, "new_pgd_uses_mmu_role": True,
+                             "role_split": True}),
+    "6.4": _preset("6.4", role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
+                   tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
+                   cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True),
+}
+ERA_NAMES: tuple[str, ...] = tuple(ERAS)
+
+
+def era(name: "str | Era" = "6.4", **overrides: bool) -> Era:
+    """The preset ``name`` ("5.15", "5.18", "5.19", "6.1", "6.4") with flags overridden.
+
+    An overridden era is named like ``6.1+cr0_wp_tdp_no_unload`` (or ``...-flag`` when a
+    flag is turned off) so tables can print where a row comes from.  Unknown names or flags
+    and non-bool values raise, listing what is allowed.
+    """
+    if isinstance(name, Era):
+        base = name
+    elif isinstance(name, str):
+        if name not in ERAS:
+            raise ValueError(f"unknown kernel era {name!r}: allowed {ERA_NAMES}")
+        base = ERAS[name]
+    else:
+        raise TypeError(f"era must be a str (one of {ERA_NAMES}) or an Era, "
+                        f"not {type(name).__name__}")
+    label = base.name
+    changes: dict[str, bool] = {}
+    for flag, value in overrides.items():
+        if flag not in FLAG_NAMES:
+            raise ValueError(f"unknown era flag {flag!r}: allowed {FLAG_NAMES}")
+        if not isinstance(value, bool):
+            raise TypeError(f"era flag {flag} must be a bool, not {type(value).__name__}")
+        if getattr(base, flag) != value:
+            changes[flag] = value
+            label += ("+" if value else "-") + flag
+    return dataclasses.replace(base, name=label, **changes) if changes else base
