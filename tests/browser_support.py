@@ -1,0 +1,81 @@
+"""What every real-browser test shares: Debian's chromium through Playwright.
+
+Playwright for Python drives Debian's ``chromium`` (``executable_path``; ``playwright
+install`` cannot download browsers here) with the launch arguments of
+jupyter-tooling.md §2.  Tests that use it are marked ``browser`` and skip, saying why,
+only when no ``chromium`` is on PATH (``needs_chromium``).
+
+* ``browser_page(tmp_path)`` -- a context manager giving a fresh page in a fresh profile
+  and the list into which console errors and page errors are collected;
+* ``run_all`` / ``run_all_until`` -- JupyterLab's Run → Run All, with one retry when the
+  kernel was still starting.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+CHROMIUM = shutil.which("chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--disable-dev-shm-usage", "--headless=new"]
+#: Generous bounds for a slow 2-core machine; a healthy run needs about 10 s in all.
+UI_TIMEOUT_MS = 60_000
+
+needs_chromium = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH: install Debian's "
+                       "chromium (apt-get install chromium; .ci/run does) to run the browser test"),
+]
+
+
+@contextlib.contextmanager
+def browser_page(tmp_path: Path, viewport=(1400, 1000)) -> Iterator[tuple[object, list[str]]]:
+    """A new page in a fresh Chromium profile; yields (page, errors).
+
+    ``errors`` collects console errors and uncaught page errors as text, so a test can
+    end with ``assert errors == []``."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
+            args=LAUNCH_ARGS, viewport={"width": viewport[0], "height": viewport[1]})
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            yield page, errors
+        finally:
+            ctx.close()
+
+
+def run_all(page) -> None:
+    """Run → Run All.  The menu command is ``runmenu:run-all`` in JupyterLab 4."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
+def run_all_until(page, locator, server, attempts: int = 2) -> None:
+    """Run All, and wait for ``locator``.  On a loaded machine the kernel can still be
+    starting when the toolbar first reads idle, and a Run All sent then may be lost:
+    send it once more before failing, and fail with the notebook's error outputs and
+    the server log, never a bare timeout."""
+    for attempt in range(attempts):
+        run_all(page)
+        try:
+            locator.wait_for(timeout=UI_TIMEOUT_MS // attempts)
+            return
+        except Exception:  # playwright's TimeoutError
+            if attempt + 1 < attempts:
+                page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+    errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr'], "
+                          ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
+    pytest.fail(f"{locator} never appeared after {attempts} Run All; error outputs: "
+                f"{errors!r}\n--- server log ---\n{server.log_text()}")
