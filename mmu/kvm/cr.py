@@ -3,8 +3,8 @@
 Kernel counterparts (x86.c; 6.4 read for the details, era differences below):
 
 * :meth:`CrWrites.set_cr0` -- the guest's MOV to CR0: the vendor decides whether it exits
-  (:meth:`mmu.kvm.vendor.VendorOps.cr0_write_exits`), then ``kvm_set_cr0`` (the #GP
-  checks of ``kvm_is_valid_cr0`` and ``kvm_set_cr0``; EFER.LMA maintained as
+  (:meth:`mmu.kvm.vendor.VendorOps.cr0_write_exits`), then ``kvm_set_cr0`` (its #GP
+  checks, inline in 6.4; EFER.LMA maintained as
   ``vmx_set_cr0``/``svm_set_cr0`` do on paging changes) and ``kvm_post_set_cr0``.
   ``kvm_post_set_cr0`` differs by era (asked of :meth:`mmu.kvm.eras.Era.post_set_cr0_wp_only`):
   6.4 returns early on a WP-only toggle with paging off (e40bcf9f3a18) and, with TDP,

@@ -12,8 +12,9 @@ pages exist, their roles, the SPTEs) are the same, except that 5.18 has no ``pas
 
 Two parts, as the kernel splits the work: :mod:`mmu.kvm.shadow_pages` (mmu.c: the hash
 and role lookup, write protection, roots, zapping, sync) and :mod:`mmu.kvm.shadow_fault`
-(paging_tmpl.h and mmu.c: the fault/fetch path, ``mmu_set_spte``, ``kvm_mmu_track_write``,
-SPTE walks).  :class:`ShadowMMU` composes them; every name is importable from here.
+(paging_tmpl.h and mmu.c: the fault/fetch path, ``mmu_set_spte``, the guest-write
+tracking of ``kvm_mmu_pte_write``, named ``kvm_mmu_track_write`` after 6.4, and SPTE
+walks).  :class:`ShadowMMU` composes them; every name is importable from here.
 
 What a shadow page is: when the guest's own page tables translate GVA -> GPA and KVM cannot
 use EPT/NPT, KVM builds page tables the hardware walks, GVA -> HPA.  Each such page (a
@@ -66,7 +67,7 @@ __all__ = [
 class ShadowMMU(ShadowFaults, ShadowPages):
     """The per-VM shadow MMU: the pages and roots of :class:`~mmu.kvm.shadow_pages.ShadowPages`
     (mmu.c's hash, write protection, zapping) with the fault path of
-    :class:`~mmu.kvm.shadow_fault.ShadowFaults` (paging_tmpl.h, ``kvm_mmu_track_write``).
+    :class:`~mmu.kvm.shadow_fault.ShadowFaults` (paging_tmpl.h, guest-write tracking).
 
     ``ShadowMMU(mem, unsync=True)``: see :class:`~mmu.kvm.shadow_pages.ShadowPages`.
     """

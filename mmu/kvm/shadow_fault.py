@@ -4,8 +4,9 @@ Kernel counterparts (Linux 6.x; 6.4 read for the details): ``paging_tmpl.h``
 (``FNAME(page_fault)``, ``FNAME(walk_addr_generic)``, ``FNAME(fetch)``,
 ``FNAME(protect_clean_gpte)``), ``arch/x86/kvm/mmu/mmu.c`` (``direct_page_fault``,
 ``kvm_mmu_get_child_sp``, ``link_shadow_page``, ``mmu_set_spte``,
-``mmu_try_to_unsync_pages``, ``kvm_mmu_track_write`` with ``detect_write_misaligned``,
-``detect_write_flooding`` and ``get_written_sptes``) and ``mmu/spte.c`` (``make_spte``).
+``mmu_try_to_unsync_pages``, ``kvm_mmu_pte_write`` -- renamed ``kvm_mmu_track_write``
+after 6.4 -- with ``detect_write_misaligned``, ``detect_write_flooding`` and
+``get_written_sptes``) and ``mmu/spte.c`` (``make_spte``).
 
 :class:`ShadowFaults` is the fault half of :class:`mmu.kvm.shadow.ShadowMMU`: it fills
 and reads the pages that :class:`mmu.kvm.shadow_pages.ShadowPages` finds and zaps.

@@ -3,23 +3,19 @@
 :class:`VCpu` is the composition of parts that each mirror one kernel file, so each can
 be read beside its counterpart (docs/design.md has the table):
 
-===========================  ==================================================  ============================
-part                          kernel                                              what
-===========================  ==================================================  ============================
-:mod:`mmu.kvm.cr`             ``x86.c``                                           ``kvm_set_cr0/cr4/cr3``,
-                                                                                  ``set_efer``, ``kvm_post_set_*``
-:mod:`mmu.kvm.mmu_context`    ``mmu/mmu.c``, ``mmu.h``                            ``kvm_init_mmu``, reset,
-                                                                                  load/unload/reload, new_pgd,
-                                                                                  the 6.4 passthrough refresh
-:mod:`mmu.kvm.vendor`         ``struct kvm_x86_ops``                              the vendor interface
-:mod:`mmu.kvm.vmx`            ``vmx/vmx.c``                                       Intel: which writes exit
-:mod:`mmu.kvm.svm`            ``svm/svm.c``                                       AMD: which writes exit
-:mod:`mmu.kvm.smm`            ``smm.c``                                           SMI, RSM, ``kvm_smm_changed``
-:mod:`mmu.kvm.nested`         ``vmx/nested.c``, ``svm/nested.c``                  L2 entry/exit, guest_mmu,
-                                                                                  nested_mmu
-:mod:`mmu.kvm.trace`          ``trace.h``, ``kvm_vcpu_stat``                      events and counters
-:mod:`mmu.kvm.eras`           (releases)                                          which behaviour applies
-===========================  ==================================================  ============================
+* :mod:`mmu.kvm.cr` -- ``x86.c``: ``kvm_set_cr0``/``kvm_post_set_cr0``,
+  ``kvm_set_cr4``/``kvm_post_set_cr4``, ``set_efer``, ``kvm_set_cr3``;
+* :mod:`mmu.kvm.mmu_context` -- ``mmu/mmu.c``, ``mmu.h``: ``kvm_init_mmu`` and its early
+  return, ``kvm_mmu_reset_context``, ``kvm_mmu_load``/``unload``/``reload``,
+  ``kvm_mmu_new_pgd``, the 6.4 passthrough refresh;
+* :mod:`mmu.kvm.vendor` -- ``struct kvm_x86_ops``: the vendor interface, implemented by
+  :mod:`mmu.kvm.vmx` (``vmx/vmx.c``) and :mod:`mmu.kvm.svm` (``svm/svm.c``): which writes
+  exit, which bits are guest-owned, CD/NW and the read shadow;
+* :mod:`mmu.kvm.smm` -- ``smm.c``: SMI, RSM, ``kvm_smm_changed``;
+* :mod:`mmu.kvm.nested` -- ``vmx/nested.c``, ``svm/nested.c``: L2 entry/exit, guest_mmu,
+  nested_mmu;
+* :mod:`mmu.kvm.trace` -- ``trace.h``, ``struct kvm_vcpu_stat``: events and counters;
+* :mod:`mmu.kvm.eras` -- which kernel behaviour applies (flags, and methods combining them).
 
 This module keeps what belongs to no single kernel file: :class:`Vm` (``struct
 kvm_arch``: the shadow hash and TDP roots every vCPU of a VM shares, and the VM's
