@@ -312,8 +312,11 @@ def test_walk_explorer_headless():
     assert w.result.ok and w.result.gpa == 0x0040_0010          # kernel data at GPA 0x400000
     assert 'class="mmu-view walk-view"' in w.html.value and "<svg" in w.html.value
     assert "PDPTE index" in w.text
-    w.set(gva="zz")
-    assert w.result is None and "not a number" in w.text
+    kept = w.result
+    w.set(gva="zz")      # refused like any other change: the box goes back, the walk stays
+    assert "not a number" in w.text and "PDPTE index" in w.text and w.refused
+    assert w.result is kept and w.values["gva"] == "0xd00010"
+    assert '<div class="refused" role="alert">' in w.html.value
     with pytest.raises(ValueError, match="unknown control"):
         w.set(colour="red")
 
@@ -470,8 +473,9 @@ def test_chapter3_4_widgets_headless():
     t = TwoDWalkExplorer()
     t.set(mode="5-level", tdp_level=5)
     assert t.result.refs == 35
+    kept = t.result
     t.set(gva="nope")
-    assert t.result is None and "not a number" in t.text
+    assert t.result is kept and "not a number" in t.text and t.values["gva"] == hex(0x00C0_1234)
 
 
 # ---------------------------------------------------------------------------
