@@ -514,3 +514,35 @@ def test_text_forms_fit_the_output_width(render):
         text = sv.render_wp_trick(sv.wp_trick(smep=True)).text
         assert "CR0.WP=1 write, the guest's own fault: R/W" in text
     assert max(len(line) for line in text.splitlines()) <= 110
+
+
+def test_w1_walk_explorer_set_validates_every_value_before_moving_any():
+    from mmu.book.widgets_walk import WalkExplorer
+    w = WalkExplorer()
+    before = (dict(w.values), w.result, w.text, w.html.value)
+    with pytest.raises(ValueError, match=r"cpl=7 is not one of the options: allowed 0, 1, 2, 3"):
+        w.set(mode="PAE", cpl=7)
+    assert (w.values, w.result, w.text, w.html.value) == before     # mode is still 4-level
+    with pytest.raises(TypeError, match="gva must be a str"):
+        w.set(mode="PAE", gva=0x1000)
+    assert w.values == before[0]
+
+
+def test_w2_a_dropdown_set_to_none_is_refused_and_reverted():
+    # ipywidgets lets a Dropdown hold None ("nothing selected"); the callback used to raise.
+    from mmu.book.widgets import RoleExplorer
+    from mmu.book.widgets_walk import WalkExplorer
+    w = WalkExplorer(mode="PAE")
+    kept_result, kept_text = w.result, w.text
+    w.controls["mode"].value = None                   # must not raise
+    assert w.controls["mode"].value == "PAE" and w.result is kept_result
+    assert w.refused.startswith("mode=None is not one of the options")
+    assert w.text.startswith("✘ refused, nothing changed: mode=None") and w.text.endswith(kept_text)
+    assert '<div class="refused" role="alert">' in w.html.value
+    w.controls["cpl"].value = 3                        # the next accepted change clears it
+    assert w.refused is None and "refused" not in w.text and w.result.fault is not None
+    r = RoleExplorer()
+    state, result = r.state, r.result
+    r.dropdowns["kernel"].value = None
+    assert r.dropdowns["kernel"].value == "6.4" and r.state == state and r.result is result
+    assert "kernel=None" in r.refused and "kernel=None" in r.text
