@@ -112,10 +112,13 @@ def check_int(name: str, value: object, lo: int, hi: int) -> int:
     ``numpy.bool_``) is refused: ``True`` as an address or register is always a mistake;
     so is a float, even an integral one (``4096.0``), as ``range()`` and indexing refuse it.
     """
-    if _is_bool(value) or not hasattr(type(value), "__index__"):
+    try:
+        if _is_bool(value):
+            raise TypeError
+        value = int(operator.index(value))   # an IntFlag or numpy value becomes a plain int
+    except TypeError:                        # also a numpy array, whose type has __index__
         raise TypeError(f"{name} must be an int, not {type(value).__name__} "
-                        f"(allowed: an integer {lo:#x} <= {name} < {hi:#x})")
-    value = int(operator.index(value))   # an IntFlag or numpy value becomes a plain int
+                        f"(allowed: an integer {lo:#x} <= {name} < {hi:#x})") from None
     if not lo <= value < hi:
         raise ValueError(f"{name}={value:#x} is out of range: allowed {lo:#x} <= {name} < {hi:#x}")
     return value

@@ -69,10 +69,11 @@ class _TableBuilder:
         self.tables.append(frame)
         return frame
 
-    def _plan(self, start: int, n: int, page_size: int, level: int) -> None:
-        """Dry run of ``n`` leaves of ``page_size`` from ``start`` at ``level``: raise the
-        ValueError :meth:`_install` would meet (a leaf where a table is, a table where a
-        large leaf is, no table frames left) before anything is written.
+    def _plan(self, what: str, start: int, n: int, page_size: int, level: int) -> None:
+        """Dry run of ``n`` leaves of ``page_size`` from ``start`` (the argument ``what``)
+        at ``level``: raise the ValueError :meth:`_install` would meet (a leaf where a
+        table is, a table where a large leaf is, no table frames left) before anything is
+        written.
 
         Tables the call itself would create are empty, so a conflict can only sit in a
         table that exists now; the walk down is done once per last-level table.
@@ -95,9 +96,10 @@ class _TableBuilder:
                         new_tables.add((lvl, addr >> fmt.shift(lvl)))
                         table = None
                     elif lvl in fmt.large_levels and entry & PTE.PS:
-                        raise ValueError(f"{addr:#x}: already mapped by a "
-                                         f"{1 << fmt.shift(lvl):#x}-byte page at level {lvl}; "
-                                         f"cannot put a table there (nothing was mapped)")
+                        raise ValueError(f"{what}={addr:#x} (page_size={page_size:#x}): already "
+                                         f"mapped by a {1 << fmt.shift(lvl):#x}-byte page at "
+                                         f"level {lvl}; cannot put a table there (nothing was "
+                                         f"mapped)")
                     else:
                         table = fmt.table_addr(entry)
                 tables[key] = table
@@ -105,14 +107,15 @@ class _TableBuilder:
             if table is not None and level > 1:
                 old = self._read(table + fmt.index(addr, level) * fmt.entry_size)
                 if fmt.is_present(old) and not old & PTE.PS:
-                    raise ValueError(f"{addr:#x}: a page table already covers this "
-                                     f"{1 << fmt.shift(level):#x}-byte range at level {level} "
-                                     f"(nothing was mapped)")
+                    raise ValueError(f"{what}={addr:#x} (page_size={page_size:#x}): a page "
+                                     f"table already covers this {1 << fmt.shift(level):#x}-byte "
+                                     f"range at level {level} (nothing was mapped)")
         need = len(new_tables) * PAGE_SIZE
         if self._next + need > self._limit:
-            raise ValueError(f"out of table frames: this map needs {len(new_tables)} new "
-                             f"table(s) from {self._next:#x} but frames end at {self._limit:#x}; "
-                             f"choose a lower table_base (nothing was mapped)")
+            raise ValueError(f"out of table frames: mapping {what}={start:#x}+{n * page_size:#x} "
+                             f"needs {len(new_tables)} new table(s) from {self._next:#x} but "
+                             f"frames end at {self._limit:#x}; choose a lower table_base "
+                             f"(nothing was mapped)")
 
     def _install(self, addr: int, level: int, leaf: int) -> None:
         """Write ``leaf`` at ``level`` for ``addr``, creating tables on the way down.
@@ -131,9 +134,10 @@ class _TableBuilder:
                 table = fmt.table_addr(entry)
         self._write(table + fmt.index(addr, level) * fmt.entry_size, leaf)
 
-    def _map_leaves(self, start: int, n: int, page_size: int, level: int, leaf_of) -> None:
+    def _map_leaves(self, what: str, start: int, n: int, page_size: int, level: int,
+                    leaf_of) -> None:
         """Check all ``n`` leaves (:meth:`_plan`), then write them: ``leaf_of(i)`` is leaf i."""
-        self._plan(start, n, page_size, level)
+        self._plan(what, start, n, page_size, level)
         for i in range(n):
             self._install(start + i * page_size, level, leaf_of(i))
 
@@ -265,7 +269,7 @@ class PageTableBuilder(_TableBuilder):
                 pa = (pa & 0xFFC0_0000) | ((pa >> 32) << 13)
             return pa | bits
 
-        self._map_leaves(gva, n, page_size, level, leaf)
+        self._map_leaves("gva", gva, n, page_size, level, leaf)
 
 
 class EptBuilder(_TableBuilder):
@@ -329,4 +333,4 @@ class EptBuilder(_TableBuilder):
         bits = ((EPT.R if r else 0) | (EPT.W if w else 0) | (EPT.X if x else 0)
                 | (EPT.PS if level > 1 else 0))
         bits = int(bits) | (EPT_MEMTYPE_WB << EPT_MEMTYPE_SHIFT)
-        self._map_leaves(gpa, n, page_size, level, lambda i: (hpa + i * page_size) | bits)
+        self._map_leaves("gpa", gpa, n, page_size, level, lambda i: (hpa + i * page_size) | bits)
