@@ -102,7 +102,7 @@ ENTRY_POINTS = _entry_points()
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
-@prop_settings(40)
+@prop_settings(30)
 @given(st.data())
 def test_entry_point_gives_result_or_names_the_argument(name, data):
     fn, valid = ENTRY_POINTS[name]
