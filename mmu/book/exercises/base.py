@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 __all__ = ["Step", "Verdict", "CheckFailed", "Problem", "check_seed", "check_difficulty",
            "DIFFICULTIES", "hexs", "Template", "TemplateList", "Blank", "is_blank",
-           "type_name", "set_hint"]
+           "type_name", "set_hint", "Foreign"]
 
 #: Difficulty levels every generator offers (1 = warm-up ... 3 = exam).
 DIFFICULTIES = (1, 2, 3)
@@ -95,8 +95,21 @@ def is_blank(answer: Any) -> bool:
     return False
 
 
+class Foreign:
+    """A value of a type the checker does not take, as the grader read it out of a student's
+    kernel (:mod:`mmu.book.exercises.grade`): only its type's name survives."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
 def type_name(value: Any) -> str:
     """``int``, ``numpy.float64``, ``list of list``: what a wrong-type hint calls a value."""
+    if isinstance(value, Foreign):
+        return value.name
     t = type(value)
     name = t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
     if t in (list, tuple, set, frozenset) and value:
@@ -216,7 +229,7 @@ class Problem:
         if not isinstance(answer, Mapping):
             raise CheckFailed(
                 f"✘ the answer must be a dict of steps, like problem.template(), not "
-                f"{type(answer).__name__}")
+                f"{type_name(answer)}")
         return answer
 
     def _wrong_type(self, step: Step, given: Any) -> str | None:

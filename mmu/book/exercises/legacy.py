@@ -96,8 +96,9 @@ class WordsProblem(Problem):
 
     def _normalise(self, answer: Any) -> Mapping[str, Any]:
         if not isinstance(answer, Mapping):
-            raise CheckFailed(f"✘ give a dict like {self.template()} with one int per word, "
-                              f"not {type(answer).__name__}")
+            keys = ", ".join(repr(label) for label, _, _ in self.words)
+            raise CheckFailed(f"✘ give a dict with one int per word ({keys}), "
+                              f"not {type_name(answer)}")
         out = dict(answer)
         for label, role, _ in self.words:
             if label not in answer:
