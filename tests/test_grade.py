@@ -265,3 +265,20 @@ def test_student_base_by_hand():
     import hashlib
     h = hashlib.sha256(b"mmu-roles/walks/1/alice").digest()
     assert student_base("alice", "walks", 1) == int.from_bytes(h[:4], "big") % (2**32 - 10000)
+
+
+def test_chapter_00_and_the_labs_say_the_same_about_seeds():
+    """Chapter 00's sentence, every lab's "How this lab works" and the teacher's guide all
+    say: the lab's own copy gives everyone the same problems, a roster gives each student
+    their own, derived from the student id."""
+    nb = nbformat.read(REPO / "notebooks" / "00_start_here.ipynb", as_version=4)
+    text = " ".join(" ".join(c.source.split()) for c in nb.cells if "**Exercises**" in c.source)
+    bullet = text[text.index("**Exercises**"):]
+    assert "same problems" in bullet and "roster" in bullet and "student id" in bullet
+    for kind in LABS:
+        lab = nbformat.read(REPO / "exercises" / f"{kind}.ipynb", as_version=4)
+        how = " ".join(lab.cells[1].source.split())
+        assert "same seeds" in how and "roster" in how and "student id" in how, kind
+    guide = " ".join((REPO / "exercises" / "README.md").read_text().split())
+    assert "everyone in the room gets the same problems" in guide
+    assert 'SHA-256("mmu-roles/L/n/S")' in guide
