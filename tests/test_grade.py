@@ -222,6 +222,9 @@ def test_other_objects_arrive_as_their_type_name():
     ("%time answer = problem.solve()", {"solve"}),           # not Python: word fallback
     ("# I did not call solve()\nanswer = 3", set()),
     ("print('solve it by hand')", set()),
+    ("def solve(x):\n    return x\nsteps = [1]\nanswer = solve(steps)", set()),
+    ("from mmu.book.exercises.base import Problem\nProblem._steps", {"_steps"}),
+    ("!echo hi\nanswer = problem . explain()", {"explain"}),
 ])
 def test_solution_accessors_are_found(source, found):
     assert grader._accessors(source) == found

@@ -166,6 +166,8 @@ def _run_clean(nb, kernel, kind: str, seeds) -> None:
         else:
             assert text.count("not answered yet") == 1 and text.count("✘") == 1, text
             assert "Traceback" not in text
+            # printed once: grade() returns nothing for the cell to display again
+            assert [o.output_type for o in cell.outputs] == ["stream"], cell.outputs
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -13,7 +13,8 @@ included); hidden files and ``.ipynb_checkpoints`` are skipped.  For each one th
 3. reads the notebook's cells for tampering: a problem cell whose seed was changed (or
    that was edited or deleted), a check cell that was edited (its last line is no longer
    ``problem.grade(answer)``) or deleted, and any use of ``solve``, ``explain``,
-   ``solution_code``, ``steps``, ``_steps`` or ``_solution``;
+   ``solution_code``, ``steps``, ``_steps`` or ``_solution`` (as an attribute, a string
+   or an import from ``mmu``);
 4. runs the notebook top to bottom in a kernel of its own (a separate process with a
    fresh temporary working directory, a time limit per cell and for the whole notebook) in
    which ``solve()``, ``explain()`` and ``solution_code()`` refuse to run and record that
@@ -216,20 +217,20 @@ def find_submissions(root: str | Path) -> list[Path]:
 
 
 def _accessors(source: str) -> set[str]:
-    """The solution accessors a cell's code names (attribute, name or string)."""
+    """The solution accessors a cell's code reaches: as an attribute (``problem.solve``),
+    a string (``getattr(problem, "solve")``) or an import from ``mmu``.  A student's own
+    function or variable called ``solve`` or ``steps`` is not one."""
     try:
         tree = ast.parse(source)
     except SyntaxError:                # IPython magics and the like: fall back to words
         code = "\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith("#"))
-        return {n for n in ACCESSORS if re.search(rf"\b{n}\b", code)}
+        return {n for n in ACCESSORS if re.search(rf"\.\s*{n}\b|['\"]{n}['\"]", code)}
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in ACCESSORS:
             found.add(node.attr)
-        elif isinstance(node, ast.Name) and node.id in ACCESSORS:
-            found.add(node.id)
-        elif isinstance(node, ast.alias) and node.name.rsplit(".", 1)[-1] in ACCESSORS:
-            found.add(node.name.rsplit(".", 1)[-1])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmu"):
+            found |= {a.name for a in node.names if a.name in ACCESSORS}
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
                 and node.value in ACCESSORS:
             found.add(node.value)
