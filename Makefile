@@ -33,8 +33,10 @@ student: setup
 	$(BIN)/python -m mmu.book.exercises.student exercises/ student/ $(if $(ROSTER),--roster $(ROSTER))
 
 grade: setup
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir [ROSTER=roster.csv] [CSV=scores.csv]" >&2; exit 2; }
-	$(BIN)/python -m mmu.book.exercises.grade $(SUBMISSIONS) $(if $(ROSTER),--roster $(ROSTER)) --csv $(or $(CSV),scores.csv)
+	@test -n "$(SUBMISSIONS)" || { \
+	  echo "usage: make grade SUBMISSIONS=dir [ROSTER=roster.csv] [CSV=scores.csv]" >&2; exit 2; }
+	$(BIN)/python -m mmu.book.exercises.grade $(SUBMISSIONS) \
+	  $(if $(ROSTER),--roster $(ROSTER)) --csv $(or $(CSV),scores.csv)
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

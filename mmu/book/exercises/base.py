@@ -111,7 +111,8 @@ def type_name(value: Any) -> str:
     if isinstance(value, Foreign):
         return value.name
     t = type(value)
-    name = t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
+    name = t.__name__ if t.__module__ == "builtins" else \
+        f"{t.__module__.split('.')[0]}.{t.__name__}"
     if t in (list, tuple, set, frozenset) and value:
         inner = sorted({type_name(v) for v in value})
         name += " of " + "/".join(inner)

@@ -200,8 +200,9 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
 def _refuse_overlap(src: Path, dest: Path) -> None:
     s, d = src.resolve(), dest.resolve()
     if d == s or s in d.parents:
-        raise ValueError(f"destination {str(dest)!r} is {'the source directory' if d == s else 'inside the source directory'} "
-                         f"{str(src)!r}; write the copies somewhere else (e.g. student/)")
+        where = "the source directory" if d == s else "inside the source directory"
+        raise ValueError(f"destination {str(dest)!r} is {where} {str(src)!r}; write the "
+                         f"copies somewhere else (e.g. student/)")
 
 
 def make_student_copies(src: str | Path, dest: str | Path,
