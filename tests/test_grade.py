@@ -225,6 +225,11 @@ def test_other_objects_arrive_as_their_type_name():
     ("def solve(x):\n    return x\nsteps = [1]\nanswer = solve(steps)", set()),
     ("from mmu.book.exercises.base import Problem\nProblem._steps", {"_steps"}),
     ("!echo hi\nanswer = problem . explain()", {"explain"}),
+    ("import mmu.book.exercises.grade as g\ng.CALLS.clear()", {"mmu.book.exercises.grade"}),
+    ("from mmu.book.exercises import grade", {"mmu.book.exercises.grade"}),
+    ("__mmu_grade.CALLS.clear()", {"mmu.book.exercises.grade"}),
+    ("import importlib\nimportlib.reload(walks)", {"importlib"}),
+    ("__import__('importlib').reload(m)", {"importlib"}),
 ])
 def test_solution_accessors_are_found(source, found):
     assert grader._accessors(source) == found

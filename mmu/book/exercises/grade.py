@@ -14,7 +14,8 @@ included); hidden files and ``.ipynb_checkpoints`` are skipped.  For each one th
    that was edited or deleted), a check cell that was edited (its last line is no longer
    ``problem.grade(answer)``) or deleted, and any use of ``solve``, ``explain``,
    ``solution_code``, ``steps``, ``_steps`` or ``_solution`` (as an attribute, a string
-   or an import from ``mmu``);
+   or an import from ``mmu``), or of this module or ``importlib`` (which could undo the
+   sealing below);
 4. runs the notebook top to bottom in a kernel of its own (a separate process with a
    fresh temporary working directory, a time limit per cell and for the whole notebook) in
    which ``solve()``, ``explain()`` and ``solution_code()`` refuse to run and record that
@@ -58,6 +59,9 @@ __all__ = ["SEALED", "ACCESSORS", "Outcome", "LabResult", "Row", "find_submissio
 SEALED = ("solve", "explain", "solution_code")
 #: Names whose use in a submission is flagged: each reads the solution.
 ACCESSORS = SEALED + ("steps", "_steps", "_solution")
+#: Modules whose use in a submission counts as meddling with the grading.
+_GRADER = "mmu.book.exercises.grade"
+_MEDDLING = (_GRADER, "importlib")
 _MAX_ITEMS = 2000            # longer containers are not a plausible answer
 _MAX_DEPTH = 6
 _PROBLEM = re.compile(r"make_problem\(\s*seed\s*=\s*(\d+)\s*,\s*difficulty\s*=\s*(\d+)\s*\)")
@@ -227,6 +231,20 @@ def _accessors(source: str) -> set[str]:
         return {n for n in ACCESSORS if re.search(rf"\.\s*{n}\b|['\"]{n}['\"]", code)}
     found = set()
     for node in ast.walk(tree):
+        # Reaching into the grader itself (its call record) or reloading modules to undo
+        # the sealing is as good as calling solve().
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            found |= {m for m in _MEDDLING if any(x == m or x.startswith(m + ".")
+                                                  for x in modules)}
+            if isinstance(node, ast.ImportFrom) and node.module == "mmu.book.exercises":
+                found |= {f"mmu.book.exercises.{a.name}" for a in node.names
+                          if f"mmu.book.exercises.{a.name}" in _MEDDLING}
+        elif isinstance(node, ast.Name) and node.id == "__mmu_grade":
+            found.add(_GRADER)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and any(m in node.value for m in _MEDDLING):
+            found |= {m for m in _MEDDLING if m in node.value}
         if isinstance(node, ast.Attribute) and node.attr in ACCESSORS:
             found.add(node.attr)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmu"):
