@@ -162,8 +162,8 @@ class SplitProblem(WordsProblem):
                 + (f"; the vCPU is {' and '.join(extra)}" if extra else "") + f".\n"
                 f"KVM uses {how}.  Give the Linux 5.18 root_mmu role word "
                 f"'mmu_role.base' (one u32), the Linux 5.19 'root_role' word, and 'differ': "
-                f"the set of field names (like 'cr0_wp') where the two words differ "
-                f"(set() if none).")
+                f"the set of page-role field names (as in PageRole.layout()) where the two "
+                f"words differ (set() if none).")
 
     def _steps(self) -> list[Step]:
         differ = frozenset(n for n, _, _ in self.old.diff(self.new))
@@ -176,7 +176,8 @@ class SplitProblem(WordsProblem):
     def _hint(self, step: Step, given: Any) -> str:
         if step.name != "differ":
             return super()._hint(step, given)
-        return set_hint(step, given, [n for n, _, _ in PageRole.layout()], "'cr0_wp'")
+        return set_hint(step, given, [n for n, _, _ in PageRole.layout()],
+                        "the names in PageRole.layout()")
 
 
 _TOGGLES = (("cr0", CR0.WP), ("efer", EFER.NXE))

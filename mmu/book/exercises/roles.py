@@ -204,8 +204,9 @@ class RoleChangeProblem(Problem):
         how = "TDP (EPT/NPT, 4-level)" if self.mmu == "tdp" else "shadow paging"
         return (f"KVM uses {how}.  The guest goes from\n  {describe_regs(self.old)}\nto\n  "
                 f"{describe_regs(self.new)}\n(it flipped {self.reg.upper()}.{self.bit.name}).\n"
-                f"Which fields of cpu_role change (names like 'base.cr0_wp', 'ext.cr4_smep'), "
-                f"and which of root_role (names like 'cr0_wp')?  Give two sets; an empty "
+                f"Which fields of cpu_role change (written 'base.<field>' or 'ext.<field>'), "
+                f"and which of root_role (written '<field>')?  Field names as in "
+                f"PageRole.layout() and CpuRole().ext.layout().  Give two sets; an empty "
                 f"set() if nothing changes.")
 
     def _steps(self) -> list[Step]:
