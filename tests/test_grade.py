@@ -152,7 +152,7 @@ def expected_csv() -> str:
                  1, 4, "; ".join([
                      "walks: exercise 2's check cell deleted",
                      "walks: solve() used in the code; exercises 3-4 not scored",
-                     "walks: time limit reached (3 s a cell, 300 s in all)",
+                     "walks: time limit reached (6 s a cell, 300 s in all)",
                      "walks: solve() called while grading, by exercise 3's check; "
                      "exercises 3-4 not scored"]), "dave.ipynb"])
     rows.append(["erin", *["not submitted"] * 4, 0, 4,
@@ -173,7 +173,7 @@ def test_grader_writes_the_expected_csv(submissions, tmp_path):
     roster.write_text("student\n" + "\n".join(ROSTER) + "\n")
     scores = tmp_path / "scores.csv"
     code = grader.main([str(submissions), "--roster", str(roster), "--csv", str(scores),
-                        "--cell-timeout", "3"])
+                        "--cell-timeout", "6"])
     assert code == 0
     got = scores.read_text(encoding="utf-8")
     want = expected_csv()
