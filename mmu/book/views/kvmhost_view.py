@@ -1,0 +1,121 @@
+"""Chapter 10 (your own KVM): a run of the host experiments, side by side with the model.
+
+Pure render functions over a :class:`mmu.kvmhost.report.Report` (a live run or the
+recorded reference run): the label (kernel, backend, date), a summary per experiment,
+one table per experiment (host / model / verdict), and the difference of two records.
+The same functions print the command-line report (``python -m mmu.kvmhost``).
+Verdicts carry a symbol and a word: ``✔ agree``, ``✘ disagree``, ``⊘ refused``,
+``– skipped``, ``⏱ measured``.
+"""
+from __future__ import annotations
+
+from mmu.book.views.common import Table, View, wrap_html
+
+__all__ = ["VERDICT", "format_value", "render_label", "render_summary", "render_experiment",
+           "render_report", "render_diff", "first_difference"]
+
+VERDICT = {"agree": "✔ agree", "disagree": "✘ disagree", "refused": "⊘ refused by host",
+           "skipped": "– skipped", "measured": "⏱ measured"}
+TITLES = {"roles": "Root role words (kvm_mmu_get_page at the first entry)",
+          "wp_toggles": "CR0.WP toggles: what each write does to the root",
+          "cr3_round_robin": "CR3 round robin: what each switch does to the root",
+          "pf_error_codes": "#PF error codes KVM injects",
+          "cpl3_shadow_tree": "A CPL3 guest's shadow tree (gfn: role word)",
+          "toggle_cost": "Time per CR0.WP toggle (this host only)"}
+
+
+def _steps_summary(steps: list) -> str:
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s] = counts.get(s, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no steps"
+
+
+def format_value(value) -> str:
+    """One cell: role pages as ``gfn 0x100: 0x3704``, step lists as counts, dicts as
+    ``k=v``, None as "—"."""
+    if value is None:
+        return "—"
+    if isinstance(value, list) and value and all(isinstance(v, list) and len(v) == 2
+                                                 for v in value):
+        return ", ".join(f"{gfn:#x}: {word:#06x}" for gfn, word in value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return _steps_summary(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def first_difference(real, model) -> str:
+    """Where two step lists part ("step 7: host found, model new"), else ""."""
+    if not (isinstance(real, list) and isinstance(model, list)) or real == model:
+        return ""
+    for i, (a, b) in enumerate(zip(real, model)):
+        if a != b:
+            return f"step {i}: host {a}, model {b}"
+    return f"host has {len(real)} steps, model {len(model)}"
+
+
+def render_label(report) -> View:
+    lab = report.label
+    rows = (("kernel", lab["kernel"]), ("backend", lab["backend"]), ("date", lab["date"]),
+            ("model", lab.get("model", "")), ("command", lab["command"]),
+            ("tracing", "on (root)" if report.tracing else f"off: {report.trace_note}"),
+            ("cleanup", "clean: no tracefs instance or mount left"
+             if not any(report.cleanup.values()) else f"LEFT BEHIND: {report.cleanup}"))
+    t = Table("This run", ("", "value"), rows)
+    return View(t.text(), wrap_html(t.html(), "kvmhost-label"))
+
+
+def render_summary(report) -> View:
+    from mmu.kvmhost.experiments import STATUSES
+    rows = []
+    total = {s: 0 for s in STATUSES}
+    for exp in report.experiments():
+        counts = {s: 0 for s in STATUSES}
+        for c in report.cases_of(exp):
+            counts[c.status] += 1
+            total[c.status] += 1
+        rows.append((exp,) + tuple(str(counts[s]) for s in STATUSES))
+    rows.append(("all",) + tuple(str(total[s]) for s in STATUSES))
+    t = Table("Cases per experiment", ("experiment",) + tuple(VERDICT[s] for s in STATUSES),
+              tuple(rows))
+    return View(t.text(), wrap_html(t.html(), "kvmhost-summary"))
+
+
+def render_experiment(report, experiment: str, *, statuses=None, limit: int | None = None
+                      ) -> View:
+    """One experiment's cases (optionally only some statuses, at most ``limit`` rows)."""
+    cases = [c for c in report.cases_of(experiment)
+             if statuses is None or c.status in statuses]
+    shown = cases if limit is None else cases[:limit]
+    rows = []
+    for c in shown:
+        note = first_difference(c.real, c.model) or c.note
+        rows.append((c.name, format_value(c.real), format_value(c.model), VERDICT[c.status],
+                     note))
+    caption = TITLES.get(experiment, experiment)
+    if len(shown) < len(cases):
+        caption += f" (first {len(shown)} of {len(cases)})"
+    t = Table(caption, ("case", "host", "model", "verdict", "note"), tuple(rows),
+              tuple("changed" if c.status == "disagree" else "" for c in shown))
+    return View(t.text(), wrap_html(t.html(), "kvmhost-cases"))
+
+
+def render_report(report, *, statuses=None) -> View:
+    parts = [render_label(report), render_summary(report)]
+    parts += [render_experiment(report, e, statuses=statuses) for e in report.experiments()]
+    return View("\n\n".join(p.text for p in parts), "".join(p.html for p in parts))
+
+
+def render_diff(a, b, diffs) -> View:
+    head = Table("Two records", ("", "A", "B"),
+                 (("backend", a.label["backend"], b.label["backend"]),
+                  ("date", a.label["date"], b.label["date"])))
+    rows = tuple((f"{d.experiment}: {d.name}", f"{format_value(d.a)} ({d.a_status})",
+                  f"{format_value(d.b)} ({d.b_status})") for d in diffs)
+    t = Table(f"Host answers that differ: {len(diffs)}", ("case", "A", "B"), rows)
+    text = head.text() + "\n\n" + t.text()
+    if not diffs:
+        text += "\n(none: every role word, root decision and error code is the same)"
+    return View(text, wrap_html(head.html() + t.html(), "kvmhost-diff"))
