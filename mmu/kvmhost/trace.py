@@ -20,7 +20,8 @@ this process with ``set_event_pid``, and on leaving -- normally, on an error, on
 (KeyboardInterrupt) or on SIGTERM (turned into an exception while the session is open) --
 writes 0 to every enable it set, clears the buffer, removes the instance and, if it had
 to mount tracefs itself, unmounts it.  An instance left by a process that was killed
-(SIGKILL cannot be caught) is removed by the next session (:func:`remove_stale_instances`).
+(SIGKILL cannot be caught) is removed by the next session (:func:`remove_stale_instances`,
+:func:`remove_stale_mounts`).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import tempfile
 import threading
 
 __all__ = ["TraceSession", "TraceEvent", "tracing_unusable_reason", "find_tracefs",
-           "remove_stale_instances", "leftovers", "INSTANCE_PREFIX", "DEFAULT_EVENTS",
+           "remove_stale_instances", "remove_stale_mounts", "leftovers", "INSTANCE_PREFIX", "DEFAULT_EVENTS",
            "VMX_SVM_EVENTS"]
 
 INSTANCE_PREFIX = "kvmhost-"
@@ -169,21 +170,55 @@ def remove_stale_instances(root: str) -> list[str]:
     return removed
 
 
+def remove_stale_mounts() -> list[str]:
+    """Unmount our ``kvmhost-tracefs-<pid>-*`` mounts whose process is gone (killed with
+    SIGKILL mid-run); returns them.  Mounts of live processes are left alone."""
+    removed, mounts = [], []
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        mounts = [ln.split()[1] for ln in f if ln.split()[2:3] == ["tracefs"]]
+    for m in mounts:
+        hit = re.fullmatch(r"kvmhost-tracefs-(\d+)-\w+", os.path.basename(m))
+        if hit and not _pid_alive(int(hit.group(1))):
+            _umount(m)
+            with contextlib.suppress(OSError):
+                os.rmdir(m)
+            removed.append(m)
+    return removed
+
+
 def leftovers() -> dict:
-    """What a run may have left behind: ``instances`` (our instances, any pid),
-    ``mounts`` (tracefs mounts under our temporary directories).  Empty lists = clean."""
-    root = find_tracefs()
-    out = {"instances": [], "mounts": []}
+    """What runs may have left behind, for the cleanup check: ``instances`` (our
+    ``kvmhost-*`` instances, any pid), ``enabled`` (our events still enabled in the
+    top-level instance, which we never touch), ``mounts`` (tracefs mounts in our temporary
+    directories).  All empty = clean.  Instances outlive an unmount (one tracefs
+    superblock), so when nothing is mounted this mounts tracefs briefly to look, as root."""
+    out = {"instances": [], "enabled": [], "mounts": []}
     mounts = []
     with contextlib.suppress(OSError), open("/proc/mounts") as f:
         mounts = [ln.split()[1] for ln in f if ln.split()[2:3] == ["tracefs"]]
     out["mounts"] = [m for m in mounts if os.path.basename(m).startswith("kvmhost-tracefs-")]
-    roots = set(mounts) | ({root} if root else set())
-    for r in roots:
-        inst_dir = os.path.join(r, "instances")
-        with contextlib.suppress(OSError):
-            out["instances"] += [os.path.join(inst_dir, n) for n in os.listdir(inst_dir)
-                                 if n.startswith(INSTANCE_PREFIX)]
+    root, tmp = find_tracefs(), None
+    if root is None:
+        if os.geteuid() != 0:
+            return out
+        tmp = tempfile.mkdtemp(prefix="kvmhost-check-")
+        try:
+            _mount(tmp)
+        except OSError:
+            os.rmdir(tmp)
+            return out
+        root = tmp
+    try:
+        inst_dir = os.path.join(root, "instances")
+        out["instances"] = sorted(n for n in os.listdir(inst_dir) if n.startswith(INSTANCE_PREFIX))
+        for ev in DEFAULT_EVENTS + VMX_SVM_EVENTS:
+            with contextlib.suppress(OSError), open(os.path.join(root, "events", ev, "enable")) as f:
+                if f.read().strip() != "0":
+                    out["enabled"].append(ev)
+    finally:
+        if tmp:
+            _umount(tmp)
+            os.rmdir(tmp)
     return out
 
 
@@ -225,9 +260,10 @@ class TraceSession:
         return self
 
     def _setup(self) -> None:
+        remove_stale_mounts()
         root = find_tracefs()
         if root is None:
-            self._mounted = tempfile.mkdtemp(prefix="kvmhost-tracefs-")
+            self._mounted = tempfile.mkdtemp(prefix=f"kvmhost-tracefs-{os.getpid()}-")
             _mount(self._mounted)
             root = self._mounted
         self.root = root
