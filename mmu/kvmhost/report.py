@@ -18,7 +18,7 @@ from mmu.kvmhost.backend import Backend, detect
 from mmu.kvmhost.experiments import EXPERIMENTS, STATUSES, Case, run_experiments
 from mmu.kvmhost.model_side import Model
 
-__all__ = ["Report", "run", "load", "reference", "diff", "REFERENCE_PATH", "FORMAT",
+__all__ = ["Report", "run", "live_run", "load", "reference", "diff", "REFERENCE_PATH", "FORMAT",
            "REGENERATE"]
 
 FORMAT = 1
@@ -96,6 +96,18 @@ def run(names=None, *, trace: bool | None = None, model: Model | None = None,
              "python": sys.version.split()[0],
              "model": f"era {model.era}, mmu={model.kind}, vendor={model.vendor}"}
     return Report(label, backend, tracing, note, tuple(cases), leftovers())
+
+
+def live_run(names=None) -> tuple["Report | None", str]:
+    """Run on this machine if it can; (record or None, one sentence saying which and why).
+    Chapter 10 shows this beside the reference run; it never invents a result."""
+    from mmu.kvmhost.host import kvm_unusable_reason
+    why = kvm_unusable_reason()
+    if why:
+        return None, f"Not run live: {why}. Showing the recorded reference run only."
+    r = run(names, command="mmu.kvmhost.report.live_run() (chapter 10)")
+    how = "with tracing" if r.tracing else f"without tracing ({r.trace_note})"
+    return r, f"Run live on this machine just now, {how}."
 
 
 def load(path: str) -> Report:

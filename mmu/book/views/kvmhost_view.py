@@ -83,11 +83,12 @@ def render_summary(report) -> View:
     return View(t.text(), wrap_html(t.html(), "kvmhost-summary"))
 
 
-def render_experiment(report, experiment: str, *, statuses=None, limit: int | None = None
-                      ) -> View:
-    """One experiment's cases (optionally only some statuses, at most ``limit`` rows)."""
+def render_experiment(report, experiment: str, *, statuses=None, match: str = "",
+                      limit: int | None = None) -> View:
+    """One experiment's cases: optionally only some statuses, only names containing
+    ``match``, at most ``limit`` rows."""
     cases = [c for c in report.cases_of(experiment)
-             if statuses is None or c.status in statuses]
+             if (statuses is None or c.status in statuses) and match in c.name]
     shown = cases if limit is None else cases[:limit]
     rows = []
     for c in shown:
@@ -95,6 +96,8 @@ def render_experiment(report, experiment: str, *, statuses=None, limit: int | No
         rows.append((c.name, format_value(c.real), format_value(c.model), VERDICT[c.status],
                      note))
     caption = TITLES.get(experiment, experiment)
+    if match:
+        caption += f", cases with '{match}'"
     if len(shown) < len(cases):
         caption += f" (first {len(shown)} of {len(cases)})"
     t = Table(caption, ("case", "host", "model", "verdict", "note"), tuple(rows),
