@@ -95,9 +95,21 @@ def roles(host: Host, model: Model, backend: Backend) -> list[Case]:
 def _write_steps(boot: Boot, root_level: int) -> list[str]:
     steps = []
     for evs in boot.steps():
-        top = [e for e in evs if e["role"] & 0xF == root_level]
+        top = [e for e in evs if e.name == "kvm_mmu_get_page" and e["role"] & 0xF == root_level]
         steps.append("+".join("new" if e["created"] else "found" for e in top) or "no lookup")
     return steps
+
+
+def _trapped(boot: Boot, cr_rips: list[int]) -> list[str]:
+    """Per step: did the MOV to CRn reach KVM?  VMX/SVM: a ``kvm_cr`` write event (the
+    exit handler); PVM: ``kvm_emulate_insn`` at the MOV's address (the emulator ran it)."""
+    rips = set(cr_rips)
+    out = []
+    for evs in boot.steps():
+        hit = any((e.name == "kvm_cr" and e["rw"] == 1)
+                  or (e.name == "kvm_emulate_insn" and e["rip"] in rips) for e in evs)
+        out.append("reaches KVM" if hit else "stays in the guest")
+    return out
 
 
 def _model_steps(steps: list[str]) -> list[str]:
@@ -125,19 +137,27 @@ def _write_guest(ops: list[tuple[str, int]]) -> g.Asm:
 
 def _writes_case(host: Host, model: Model, backend: Backend, exp: str, name: str,
                  img: g.GuestImage, regs, ops) -> list[Case]:
-    want, mstats = model.writes(img.mem, regs, ops)
+    want, exited, mstats = model.writes(img.mem, regs, ops)
     want = _model_steps(want)
-    boot = host.boot(img, regs, _write_guest(ops)) if host.kvm else None
+    want_trap = ["reaches KVM" if x else "stays in the guest" for x in exited]
+    code = _write_guest(ops)
+    boot = host.boot(img, regs, code)
     cases = []
+    trap_name = f"{name}: does each write reach kvm_set_cr* (vendor)"
     if not host.tracing:
-        cases.append(Case(exp, name, None, want, "skipped",
-                          f"root lookups come from tracing: {host.trace_note}"))
+        for n, w in ((name, want), (trap_name, want_trap)):
+            cases.append(Case(exp, n, None, w, "skipped",
+                              f"this comes from tracing: {host.trace_note}"))
     elif not boot.accepted:
         cases.append(Case(exp, name, None, want, "refused", boot.refusal))
     else:
-        real = _write_steps(boot, regs.mode.value if regs.mode else 4)[:len(ops)]
+        real = _write_steps(boot, regs.mode.value)[:len(ops)]
         cases.append(Case(exp, name, real, want, verdict(real, want),
                           f"host: {_summary(real)}; model: {_summary(want)}"))
+        trap = _trapped(boot, [g.CODE_GPA + off for off in code.cr_writes])[:len(ops)]
+        cases.append(Case(exp, trap_name, trap, want_trap, verdict(trap, want_trap),
+                          "vendor-specific: PVM emulates every kernel-mode MOV to CRn "
+                          "(kvm_emulate_insn); VMX/SVM exit only on intercepted bits (kvm_cr)"))
     # The VM's statistics need no root: shadow pages allocated and zapped over the run.
     # On PVM kernel code is emulated, so no page below the root is built and the counts
     # are the roots' alone; on VMX/SVM the guest's own fetches and accesses add pages.

@@ -54,6 +54,8 @@ class Asm:
 
     def __init__(self) -> None:
         self.code = bytearray()
+        #: Offsets of every MOV to a control register, in order (to find them in a trace).
+        self.cr_writes: list[int] = []
 
     def _r(self, reg: str) -> int:
         if reg not in self._REG:
@@ -69,6 +71,7 @@ class Asm:
         """MOV CRn, r64 (0F 22 /r)."""
         if cr not in (0, 3, 4):
             raise ValueError(f"cr{cr}: allowed 0, 3, 4")
+        self.cr_writes.append(len(self.code))
         self.code += bytes([0x0F, 0x22, 0xC0 | cr << 3 | self._r(reg)])
         return self
 

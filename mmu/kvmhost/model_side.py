@@ -63,23 +63,26 @@ class Model:
         return [[sp.gfn, sp.role.word] for sp in v.root_object.pages()]
 
     def writes(self, mem: GuestMemory, regs: Regs, ops: list[tuple[str, int]]
-               ) -> tuple[list[str], dict]:
+               ) -> tuple[list[str], list[bool], dict]:
         """For each ("cr0"|"cr3", value) guest write, what happened to the root
-        (:func:`_classify`), the vCPU entering the guest after each write; and the shadow
+        (:func:`_classify`), the vCPU entering the guest after each write; whether the
+        write reached KVM (``WriteResult.exited``, the vendor's decision); and the shadow
         pages created and zapped over the whole run, the first root included."""
         v = self.vcpu(mem, regs)
-        out = []
+        out, exited = [], []
         for reg, value in ops:
             before = dict(v.stats)
             before.setdefault("roots_created", 0)
             res = v.set_cr0(value) if reg == "cr0" else v.set_cr3(value)
             if not res.ok:
                 raise ValueError(f"the model refused {reg}={value:#x}: {res.fault}")
+            exited.append(res.exited)
             v.enter()
             after = {k: v.stats[k] for k in ("roots_created", "roots_reused", "prev_root_hits")}
             out.append(_classify({k: before.get(k, 0) for k in after}, after))
         st = v.vm.shadow.stats
-        return out, {"pages_created": st["sps_created"], "pages_zapped": st["sps_zapped"]}
+        return out, exited, {"pages_created": st["sps_created"],
+                             "pages_zapped": st["sps_zapped"]}
 
     def fault(self, mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int) -> str:
         """The fault KVM injects for this access as "#PF 0x<error code>", or "no fault"."""

@@ -84,10 +84,12 @@ def run(names=None, *, trace: bool | None = None, model: Model | None = None,
         command: str = "") -> Report:
     """Run the experiments ``names`` (default all) on this host and label the record."""
     from mmu.kvmhost.runner import Host
-    from mmu.kvmhost.trace import leftovers
+    from mmu.kvmhost.trace import VMX_SVM_EVENTS, leftovers
     backend = detect()
     model = model or Model(backend.era, backend.mmu_kind, backend.model_vendor)
-    with Host(trace=trace) as host:
+    # kvm_exit / kvm_cr fire only where guest code runs on VMX/SVM hardware (never on PVM)
+    extra = VMX_SVM_EVENTS if backend.vendor in ("intel", "amd") else ()
+    with Host(trace=trace, events=extra) as host:
         cases = run_experiments(host, model, backend, names)
         tracing, note = host.tracing, host.trace_note
     label = {"kernel": backend.kernel, "backend": backend.line(),

@@ -47,15 +47,15 @@ class Boot:
     def named(self, name: str) -> list[TraceEvent]:
         return [e for e in self.events or () if e.name == name]
 
-    def steps(self, name: str = "kvm_mmu_get_page") -> list[list[TraceEvent]]:
-        """``name`` events split by the guest's step marks (its OUT to PORT_MARK, seen
-        as a ``kvm_pio`` event): element i holds the events from the mark of step i up
-        to the next mark (the events before the first mark belong to the boot)."""
+    def steps(self) -> list[list[TraceEvent]]:
+        """The events split by the guest's step marks (its OUT to PORT_MARK, seen as a
+        ``kvm_pio`` event): element i holds the events from the mark of step i up to the
+        next mark (the events before the first mark belong to the boot)."""
         out: list[list[TraceEvent]] = []
         for e in self.events or ():
             if e.name == "kvm_pio" and e["port"] == PORT_MARK:
                 out.append([])
-            elif e.name == name and out:
+            elif out:
                 out[-1].append(e)
         return out
 

@@ -11,6 +11,8 @@ Events (``arch/x86/kvm/mmu/mmutrace.h``, ``arch/x86/kvm/trace.h``):
   failed, with the PFERR bits it computed;
 * ``kvm/kvm_pio`` -- the guest's OUT instructions, which the experiments use to mark
   where each step of a guest begins;
+* ``kvm/kvm_emulate_insn`` -- an instruction KVM's emulator executed (on PVM: every
+  kernel-mode instruction, so a MOV to CR0 seen here reached ``kvm_set_cr0``);
 * ``kvm/kvm_cr`` and ``kvm/kvm_exit`` -- CR accesses and VM exits on VMX/SVM (never
   seen on PVM, where kernel-mode guest code is emulated).
 
@@ -41,7 +43,7 @@ __all__ = ["TraceSession", "TraceEvent", "tracing_unusable_reason", "find_tracef
 
 INSTANCE_PREFIX = "kvmhost-"
 DEFAULT_EVENTS = ("kvmmmu/kvm_mmu_get_page", "kvm/kvm_inj_exception",
-                  "kvmmmu/kvm_mmu_walker_error", "kvm/kvm_pio")
+                  "kvmmmu/kvm_mmu_walker_error", "kvm/kvm_pio", "kvm/kvm_emulate_insn")
 VMX_SVM_EVENTS = ("kvm/kvm_cr", "kvm/kvm_exit")
 _STANDARD_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _counter = itertools.count()
