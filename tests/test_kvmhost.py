@@ -235,3 +235,18 @@ def test_load_refuses_an_unknown_format(tmp_path):
         rep.load(str(p))
     assert ctypes.sizeof(abi.KvmSregs) == 312
     assert Case("e", "n", 1, 1, "agree").as_dict()["status"] == "agree"
+
+
+def test_without_a_usable_kvm_nothing_is_run_and_the_reason_is_given(monkeypatch, capsys):
+    import mmu.kvmhost.host as host
+    monkeypatch.setattr(host, "kvm_unusable_reason", lambda *a: "/dev/kvm does not exist")
+    live, how = rep.live_run()
+    assert live is None and "/dev/kvm does not exist" in how and "reference run" in how
+    from mmu.kvmhost.__main__ import main
+    assert main(["run"]) == 2
+    assert "cannot run on this host: /dev/kvm does not exist" in capsys.readouterr().err
+
+
+def test_kvm_unusable_reason_names_a_missing_device(tmp_path):
+    from mmu.kvmhost import kvm_unusable_reason
+    assert "does not exist" in kvm_unusable_reason(str(tmp_path / "kvm"))

@@ -164,7 +164,7 @@ def test_an_interrupted_run_leaves_no_instance_behind(sig):
             p.wait()
     assert p.returncode != 0                       # it was interrupted, not finished
     assert not os.path.exists(instance)
-    assert leftovers() == {"instances": [], "enabled": [], "mounts": []}
+    assert leftovers([p.pid]) == {"instances": [], "enabled": [], "mounts": []}
 
 
 @needs_root
@@ -179,7 +179,19 @@ def test_a_killed_run_is_cleaned_up_by_the_next_session():
     finally:
         p.kill()
         p.wait()
-    assert leftovers()["instances"] == [f"kvmhost-{p.pid}-0"]
+    assert leftovers([p.pid])["instances"] == [f"kvmhost-{p.pid}-0"]
     with TraceSession():
         pass
     assert leftovers() == {"instances": [], "enabled": [], "mounts": []}
+
+
+def test_without_tracing_the_traced_cases_skip_and_say_why():
+    r = rep.run(["roles", "pf_error_codes", "wp_toggles"], trace=False)
+    assert not r.tracing and r.trace_note == "tracing turned off"
+    roles = r.cases_of("roles")
+    assert roles and all(c.status == "skipped" and "tracing" in c.note for c in roles)
+    pf = {c.name: c for c in r.cases_of("pf_error_codes")}
+    # kernel-mode faults come from the guest's own handlers: no tracing needed
+    assert pf["write, not present"].status == "agree"
+    assert pf["user write to a read-only user page, WP=1"].status == "skipped"
+    assert not r.disagreements

@@ -188,17 +188,30 @@ def remove_stale_mounts() -> list[str]:
     return removed
 
 
-def leftovers() -> dict:
-    """What runs may have left behind, for the cleanup check: ``instances`` (our
-    ``kvmhost-*`` instances, any pid), ``enabled`` (our events still enabled in the
-    top-level instance, which we never touch), ``mounts`` (tracefs mounts in our temporary
-    directories).  All empty = clean.  Instances outlive an unmount (one tracefs
-    superblock), so when nothing is mounted this mounts tracefs briefly to look, as root."""
+def _owner(name: str) -> int | None:
+    m = re.fullmatch(r"kvmhost-(?:tracefs-)?(\d+)-\w+", name)
+    return int(m.group(1)) if m else None
+
+
+def leftovers(pids=None) -> dict:
+    """What runs left behind, for the cleanup check: ``instances`` (our ``kvmhost-*``
+    instances), ``enabled`` (our events still enabled in the top-level instance, which we
+    never touch), ``mounts`` (tracefs mounts in our temporary directories).  Counted are
+    those of a process that is gone and those of ``pids`` (default: this process);
+    another live process's session is in use, not left behind.  All empty = clean.
+    Instances outlive an unmount (one tracefs superblock), so when nothing is mounted
+    this mounts tracefs briefly to look, as root."""
+    pids = {os.getpid()} if pids is None else set(pids)
+
+    def left(name: str) -> bool:
+        pid = _owner(name)
+        return pid is not None and (pid in pids or not _pid_alive(pid))
+
     out = {"instances": [], "enabled": [], "mounts": []}
     mounts = []
     with contextlib.suppress(OSError), open("/proc/mounts") as f:
         mounts = [ln.split()[1] for ln in f if ln.split()[2:3] == ["tracefs"]]
-    out["mounts"] = [m for m in mounts if os.path.basename(m).startswith("kvmhost-tracefs-")]
+    out["mounts"] = [m for m in mounts if left(os.path.basename(m))]
     root, tmp = find_tracefs(), None
     if root is None:
         if os.geteuid() != 0:
@@ -212,7 +225,8 @@ def leftovers() -> dict:
         root = tmp
     try:
         inst_dir = os.path.join(root, "instances")
-        out["instances"] = sorted(n for n in os.listdir(inst_dir) if n.startswith(INSTANCE_PREFIX))
+        out["instances"] = sorted(n for n in os.listdir(inst_dir)
+                                  if n.startswith(INSTANCE_PREFIX) and left(n))
         for ev in DEFAULT_EVENTS + VMX_SVM_EVENTS:
             with contextlib.suppress(OSError), open(os.path.join(root, "events", ev, "enable")) as f:
                 if f.read().strip() != "0":
