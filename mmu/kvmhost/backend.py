@@ -84,7 +84,9 @@ class Backend:
         return (f"Linux {self.kernel}, {self.vendor_module or 'no vendor module'} "
                 f"({self.vendor or '?'}{', nested' if self.nested else ''}), {tdp_name}={tdp}, "
                 f"tdp_mmu={mmu} -> model: era {self.era}, mmu={self.mmu_kind}, "
-                f"vendor={self.vendor or '?'}")
+                f"vendor={self.vendor or '?'}"
+                + (f" (modelled as {self.model_vendor})" if self.model_vendor != self.vendor
+                   else ""))
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
