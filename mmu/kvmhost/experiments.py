@@ -24,10 +24,11 @@ from mmu.kvmhost import guest as g
 from mmu.kvmhost.backend import Backend
 from mmu.kvmhost.model_side import Model
 from mmu.kvmhost.runner import PORT_MARK, Boot, Host
-from mmu.x86.regs import CR0, PagingMode, make_regs
+from mmu.x86.regs import CR0, make_regs
 from mmu.x86.walker import walk
 
-__all__ = ["Case", "EXPERIMENTS", "MODES", "PF_CASES", "verdict", "run_experiments",
+__all__ = ["Case", "EXPERIMENTS", "MODES", "PF_CASES", "verdict", "steps_summary",
+           "run_experiments",
            "roles", "wp_toggles", "cr3_round_robin", "pf_error_codes", "cpl3_shadow_tree",
            "toggle_cost"]
 
@@ -117,11 +118,12 @@ def _model_steps(steps: list[str]) -> list[str]:
     return ["no lookup" if s in ("cached", "none") else s for s in steps]
 
 
-def _summary(steps: list[str]) -> str:
-    counts = {}
+def steps_summary(steps: list[str]) -> str:
+    """Counts of each outcome, in order of first appearance: "1 new, 39 found"."""
+    counts: dict[str, int] = {}
     for s in steps:
         counts[s] = counts.get(s, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items())
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no steps"
 
 
 def _write_guest(ops: list[tuple[str, int]]) -> g.Asm:
@@ -130,7 +132,7 @@ def _write_guest(ops: list[tuple[str, int]]) -> g.Asm:
     a = g.Asm()
     for i, (reg, value) in enumerate(ops):
         a.out(PORT_MARK, i).mov_imm("rax", value).mov_to_cr(0 if reg == "cr0" else 3, "rax")
-        a.out(g.PORT_DONE + 2, 0).mov_imm("rdx", g.DATA_GPA).load("rcx", "rdx")
+        a.out(g.PORT_SYNC, 0).mov_imm("rdx", g.DATA_GPA).load("rcx", "rdx")
         a.store("rdx", "rcx")
     return a.out(PORT_MARK, len(ops)).done()
 
@@ -153,7 +155,7 @@ def _writes_case(host: Host, model: Model, backend: Backend, exp: str, name: str
     else:
         real = _write_steps(boot, regs.mode.value)[:len(ops)]
         cases.append(Case(exp, name, real, want, verdict(real, want),
-                          f"host: {_summary(real)}; model: {_summary(want)}"))
+                          f"host: {steps_summary(real)}; model: {steps_summary(want)}"))
         trap = _trapped(boot, [g.CODE_GPA + off for off in code.cr_writes])[:len(ops)]
         cases.append(Case(exp, trap_name, trap, want_trap, verdict(trap, want_trap),
                           "vendor-specific: PVM emulates every kernel-mode MOV to CRn "
@@ -288,7 +290,8 @@ def cpl3_shadow_tree(host: Host, model: Model, backend: Backend) -> list[Case]:
     pages = {"plain": USER_CODE_VA + 0x20_0000, "XD PDE": USER_CODE_VA + 0x40_0000,
              "read-only PDE": USER_CODE_VA + 0x60_0000}
     for wp in (True, False):
-        name = f"CPL3 fetch + write + 3 reads (plain, under an XD PDE, under a read-only PDE), WP={wp:d}"
+        name = (f"CPL3 fetch + write + 3 reads (plain, under an XD PDE, under a read-only "
+                f"PDE), WP={wp:d}")
         img = g.GuestImage()
         _user_image(img)
         img.map(USER_CODE_VA + 0x1000, g.DATA_GPA, 0x1000, user=True)
@@ -349,7 +352,8 @@ def toggle_cost(host: Host, model: Model, backend: Backend, n: int = 2000, repea
     real = {"us_per_toggle": round(t_toggle * 1e6, 3),
             "us_per_same_value_write": round(t_same * 1e6, 3),
             "us_toggle_minus_same": round((t_toggle - t_same) * 1e6, 3)}
-    want = {"cycles_per_toggle": round(cycles), "us_at_model_clock": round(cycles / CLOCK_HZ * 1e6, 3)}
+    want = {"cycles_per_toggle": round(cycles),
+            "us_at_model_clock": round(cycles / CLOCK_HZ * 1e6, 3)}
     return [Case("toggle_cost", f"time per CR0.WP toggle ({n} toggles, median of {repeats})",
                  real, want, "measured",
                  "host-specific: this host's time, not the published vmexit.flat benchmark; "

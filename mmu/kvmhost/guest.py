@@ -23,7 +23,8 @@ from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0, PagingMode, Regs, make_regs, paging_mode
 
 __all__ = ["GuestImage", "sregs_for", "Asm", "GDT_GPA", "IDT_GPA", "STACK_TOP", "CODE_GPA",
-           "DATA_GPA", "TABLE_GPA", "RAM_SIZE", "PORT_DONE", "PORT_VECTOR", "PORT_ERROR",
+           "DATA_GPA", "TABLE_GPA", "RAM_SIZE", "PORT_DONE", "PORT_SYNC", "PORT_VECTOR",
+           "PORT_ERROR",
            "KERNEL_CS", "KERNEL_DS", "USER_CS", "USER_DS", "LOW_MAP", "long_mode_regs",
            "USER_GPA", "TABLE_SPAN", "STUB_GPA"]
 
@@ -40,6 +41,7 @@ TABLE_SPAN = 0x40000
 LOW_MAP = 0x40000          # [0, LOW_MAP) is identity-mapped, supervisor, RW, executable
 
 PORT_DONE = 0x10           # the guest finished its work
+PORT_SYNC = 0x12           # an exit and nothing else (KVM reloads the root before resuming)
 PORT_VECTOR = 0xE0         # an exception stub: the vector
 PORT_ERROR = 0xE1          # an exception stub: the error code (32 bits)
 

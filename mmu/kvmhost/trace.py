@@ -38,7 +38,8 @@ import tempfile
 import threading
 
 __all__ = ["TraceSession", "TraceEvent", "tracing_unusable_reason", "find_tracefs",
-           "remove_stale_instances", "remove_stale_mounts", "leftovers", "INSTANCE_PREFIX", "DEFAULT_EVENTS",
+           "remove_stale_instances", "remove_stale_mounts", "leftovers", "INSTANCE_PREFIX",
+           "DEFAULT_EVENTS",
            "VMX_SVM_EVENTS"]
 
 INSTANCE_PREFIX = "kvmhost-"
@@ -228,7 +229,8 @@ def leftovers(pids=None) -> dict:
         out["instances"] = sorted(n for n in os.listdir(inst_dir)
                                   if n.startswith(INSTANCE_PREFIX) and left(n))
         for ev in DEFAULT_EVENTS + VMX_SVM_EVENTS:
-            with contextlib.suppress(OSError), open(os.path.join(root, "events", ev, "enable")) as f:
+            path = os.path.join(root, "events", ev, "enable")
+            with contextlib.suppress(OSError), open(path) as f:
                 if f.read().strip() != "0":
                     out["enabled"].append(ev)
     finally:

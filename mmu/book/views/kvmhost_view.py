@@ -24,13 +24,6 @@ TITLES = {"roles": "Root role words (kvm_mmu_get_page at the first entry)",
           "toggle_cost": "Time per CR0.WP toggle (this host only)"}
 
 
-def _steps_summary(steps: list) -> str:
-    counts: dict[str, int] = {}
-    for s in steps:
-        counts[s] = counts.get(s, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no steps"
-
-
 def format_value(value) -> str:
     """One cell: role pages as ``gfn 0x100: 0x3704``, step lists as counts, dicts as
     ``k=v``, None as "—"."""
@@ -40,7 +33,8 @@ def format_value(value) -> str:
                                                  for v in value):
         return ", ".join(f"{gfn:#x}: {word:#06x}" for gfn, word in value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return _steps_summary(value)
+        from mmu.kvmhost.experiments import steps_summary
+        return steps_summary(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
