@@ -157,14 +157,15 @@ def test_an_interrupted_run_leaves_no_instance_behind(sig):
         assert instance and os.path.isdir(instance), p.stderr.read()
         time.sleep(0.5)                            # inside the loop of runs
         p.send_signal(sig)
-        p.wait(timeout=30)
+        _, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode != 0                       # it was interrupted, not finished
-    assert not os.path.exists(instance)
-    assert leftovers([p.pid]) == {"instances": [], "enabled": [], "mounts": []}
+    assert p.returncode != 0, err                  # it was interrupted, not finished
+    left = leftovers([p.pid])
+    assert not os.path.exists(instance), (left, err[-2000:])
+    assert left == {"instances": [], "enabled": [], "mounts": []}, err[-2000:]
 
 
 @needs_root
@@ -179,7 +180,8 @@ def test_a_killed_run_is_cleaned_up_by_the_next_session():
     finally:
         p.kill()
         p.wait()
-    assert leftovers([p.pid])["instances"] == [f"kvmhost-{p.pid}-0"]
+    # (a session of a concurrent test run may have removed it already)
+    assert leftovers([p.pid])["instances"] in ([f"kvmhost-{p.pid}-0"], [])
     with TraceSession():
         pass
     assert leftovers() == {"instances": [], "enabled": [], "mounts": []}

@@ -90,11 +90,14 @@ def parse_trace(text: str) -> list[TraceEvent]:
 
 
 def _mounted_tracefs() -> str | None:
+    # Another session's private mount (kvmhost-*) is never borrowed: it goes away when
+    # that session ends.
     try:
         with open("/proc/mounts") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 2 and parts[2] == "tracefs":
+                if len(parts) > 2 and parts[2] == "tracefs" and \
+                        not os.path.basename(parts[1]).startswith("kvmhost-"):
                     return parts[1]
     except OSError:
         pass
@@ -102,7 +105,8 @@ def _mounted_tracefs() -> str | None:
 
 
 def find_tracefs() -> str | None:
-    """A mounted tracefs, or None (then a session mounts one of its own, and unmounts it)."""
+    """A tracefs mounted by the system (not another session's private mount), or None
+    (then a session mounts one of its own, and unmounts it)."""
     mounted = _mounted_tracefs()
     if mounted and os.path.isdir(os.path.join(mounted, "instances")):
         return mounted
@@ -133,8 +137,14 @@ def _mount(target: str) -> None:
         raise OSError(err, f"mount -t tracefs nodev {target}: {os.strerror(err)}")
 
 
+_MNT_DETACH = 2
+
+
 def _umount(target: str) -> None:
-    if _libc.umount2(target.encode(), 0) != 0:
+    # A busy mount (someone's cwd or open file inside it) is detached lazily: it disappears
+    # from the namespace now and is freed when the last user lets go.
+    if _libc.umount2(target.encode(), 0) != 0 and \
+            _libc.umount2(target.encode(), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
@@ -195,18 +205,17 @@ def _owner(name: str) -> int | None:
 
 
 def leftovers(pids=None) -> dict:
-    """What runs left behind, for the cleanup check: ``instances`` (our ``kvmhost-*``
-    instances), ``enabled`` (our events still enabled in the top-level instance, which we
-    never touch), ``mounts`` (tracefs mounts in our temporary directories).  Counted are
-    those of a process that is gone and those of ``pids`` (default: this process);
-    another live process's session is in use, not left behind.  All empty = clean.
-    Instances outlive an unmount (one tracefs superblock), so when nothing is mounted
-    this mounts tracefs briefly to look, as root."""
+    """What the sessions of ``pids`` (default: this process) left behind, for the cleanup
+    check: ``instances`` (their ``kvmhost-*`` instances), ``enabled`` (our events still
+    enabled in the top-level instance, which no session touches), ``mounts`` (their
+    private tracefs mounts).  All empty = clean.  Other processes' sessions are theirs
+    (in use, or removed by the next session if their process is gone).  Instances
+    outlive an unmount (one tracefs superblock), so when nothing is mounted this mounts
+    tracefs briefly to look, as root."""
     pids = {os.getpid()} if pids is None else set(pids)
 
     def left(name: str) -> bool:
-        pid = _owner(name)
-        return pid is not None and (pid in pids or not _pid_alive(pid))
+        return _owner(name) in pids
 
     out = {"instances": [], "enabled": [], "mounts": []}
     mounts = []

@@ -15,12 +15,12 @@ What is the *common MMU's* and what is the *vendor's* in what the experiments se
   or ``kvm_cr`` event fires; user-mode (CPL3) code runs on the hardware, its faults build
   a real shadow tree, and its #PF is delivered through PVM's own event entry.
 
-The model's vCPU knows two vendors, "intel" and "amd".  Until the model's vendor
-interface has a PVM class, a PVM host is modelled as **"intel" with shadow paging**
-(``ept=0``): with shadow paging VMX intercepts every CR0/CR3/CR4 write that touches a role
-bit (CR0.WP is guest-owned only with EPT), which is what emulation gives on PVM for the
-writes the experiments make.  The two differ in what the experiments do not compare:
-exits vs emulated instructions, and the ``kvm_exit``/``kvm_cr`` events.
+The model's vCPU has the three as vendor classes (:mod:`mmu.kvm.vendor`):
+:class:`~mmu.kvm.vmx.VmxOps`, :class:`~mmu.kvm.svm.SvmOps` and
+:class:`~mmu.kvm.pvm.PvmOps`; a host is modelled with its own vendor.  The experiments say
+per case which kind of answer it is: the per-write "does it reach kvm_set_cr*" case is the
+vendor's, every other compared case is the common MMU's (and would read the same under
+any vendor class with the same MMU kind, see ``tests/test_vendor_pvm.py``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ COMMON_MMU = ("root role words", "root lookups: new / found / prev_roots hit",
 
 
 def model_vendor(vendor: str | None) -> str:
-    """The model vendor to run for a host vendor ("pvm" -> "intel", see above)."""
-    if vendor in ("intel", "amd"):
-        return vendor
-    return "intel"
+    """The model vendor to run for a host vendor: the same one; "intel" when unknown."""
+    from mmu.kvm.vendor import ALL_VENDORS
+    return vendor if vendor in ALL_VENDORS else "intel"
