@@ -250,3 +250,22 @@ def test_without_a_usable_kvm_nothing_is_run_and_the_reason_is_given(monkeypatch
 def test_kvm_unusable_reason_names_a_missing_device(tmp_path):
     from mmu.kvmhost import kvm_unusable_reason
     assert "does not exist" in kvm_unusable_reason(str(tmp_path / "kvm"))
+
+
+def test_long_layouts_mark_the_page_that_differs():
+    r = rep.reference()
+    d = r.as_dict()
+    i = next(k for k, c in enumerate(d["cases"]) if c["experiment"] == "cpl3_shadow_tree")
+    case = d["cases"][i]
+    # hand-made wrong host answer: the last page (the PT under the read-only PDE, access 5)
+    # read back with access 7 instead
+    gfn, word = case["real"][-1]
+    case["real"][-1] = [gfn, word | 0x700]
+    case["status"] = "disagree"
+    from mmu.book.views.kvmhost_view import render_experiment
+    b = rep.Report.from_dict(d)
+    lines = render_experiment(b, "cpl3_shadow_tree").text.splitlines()
+    bad = [ln for ln in lines if "✘" in ln]
+    assert len(bad) == 1 and f"{gfn:#x}" in bad[0] and f"{word | 0x700:#06x}" in bad[0]
+    cost = render_experiment(r, "toggle_cost").text
+    assert "µs per WP toggle" in cost and "cycles per toggle" in cost

@@ -290,8 +290,7 @@ def cpl3_shadow_tree(host: Host, model: Model, backend: Backend) -> list[Case]:
     pages = {"plain": USER_CODE_VA + 0x20_0000, "XD PDE": USER_CODE_VA + 0x40_0000,
              "read-only PDE": USER_CODE_VA + 0x60_0000}
     for wp in (True, False):
-        name = (f"CPL3 fetch + write + 3 reads (plain, under an XD PDE, under a read-only "
-                f"PDE), WP={wp:d}")
+        name = f"CPL3 guest, WP={wp:d}"
         img = g.GuestImage()
         _user_image(img)
         img.map(USER_CODE_VA + 0x1000, g.DATA_GPA, 0x1000, user=True)
@@ -315,8 +314,9 @@ def cpl3_shadow_tree(host: Host, model: Model, backend: Backend) -> list[Case]:
                          shutdown_ok=True)
         real = sorted([e["gfn"], e["role"]] for e in boot.named("kvm_mmu_get_page")
                       if e["created"]) if boot.accepted else boot
+        ended = boot.outcome.reason if boot.accepted else "io"
         out.append(_case("cpl3_shadow_tree", name, real, want,
-                         "" if not boot.accepted else f"run ended: {boot.outcome.reason}"))
+                         "" if ended == "io" else f"the guest's run ended: {ended}"))
     return out
 
 
@@ -349,12 +349,12 @@ def toggle_cost(host: Host, model: Model, backend: Backend, n: int = 2000, repea
     t_same = statistics.median(times[False]) / n
     from mmu.book.cost import CLOCK_HZ
     cycles = model.toggle_cycles()
-    real = {"us_per_toggle": round(t_toggle * 1e6, 3),
-            "us_per_same_value_write": round(t_same * 1e6, 3),
-            "us_toggle_minus_same": round((t_toggle - t_same) * 1e6, 3)}
-    want = {"cycles_per_toggle": round(cycles),
-            "us_at_model_clock": round(cycles / CLOCK_HZ * 1e6, 3)}
-    return [Case("toggle_cost", f"time per CR0.WP toggle ({n} toggles, median of {repeats})",
+    real = {"µs per WP toggle": round(t_toggle * 1e6, 3),
+            "µs per same-value CR0 write": round(t_same * 1e6, 3),
+            "µs toggle minus same-value write": round((t_toggle - t_same) * 1e6, 3)}
+    want = {"cycles per toggle": round(cycles),
+            f"µs at the model's {CLOCK_HZ / 1e9:.1f} GHz": round(cycles / CLOCK_HZ * 1e6, 3)}
+    return [Case("toggle_cost", f"{n} toggles, median of {repeats}",
                  real, want, "measured",
                  "host-specific: this host's time, not the published vmexit.flat benchmark; "
                  f"the model prices a {model.kind} MMU with its calibrated constants "

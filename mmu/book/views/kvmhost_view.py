@@ -5,22 +5,23 @@ recorded reference run): the label (kernel, backend, date), a summary per experi
 one table per experiment (host / model / verdict), and the difference of two records.
 The same functions print the command-line report (``python -m mmu.kvmhost``).
 Verdicts carry a symbol and a word: ``✔ agree``, ``✘ disagree``, ``⊘ refused``,
-``– skipped``, ``⏱ measured``.
+``– skipped``, ``± measured``.
 """
 from __future__ import annotations
 
-from mmu.book.views.common import Table, View, wrap_html
+from mmu.book.views.common import Table, View, esc, wrap_html
 
 __all__ = ["VERDICT", "format_value", "render_label", "render_summary", "render_experiment",
            "render_report", "render_diff", "first_difference"]
 
 VERDICT = {"agree": "✔ agree", "disagree": "✘ disagree", "refused": "⊘ refused by host",
-           "skipped": "– skipped", "measured": "⏱ measured"}
+           "skipped": "– skipped", "measured": "± measured"}
 TITLES = {"roles": "Root role words (kvm_mmu_get_page at the first entry)",
           "wp_toggles": "CR0.WP toggles: what each write does to the root",
           "cr3_round_robin": "CR3 round robin: what each switch does to the root",
           "pf_error_codes": "#PF error codes KVM injects",
-          "cpl3_shadow_tree": "A CPL3 guest's shadow tree (gfn: role word)",
+          "cpl3_shadow_tree": "A CPL3 guest's shadow tree after a fetch, a write and 3 reads "
+                              "(plain, under an XD PDE, under a read-only PDE)",
           "toggle_cost": "Time per CR0.WP toggle (this host only)"}
 
 
@@ -77,23 +78,71 @@ def render_summary(report) -> View:
     return View(t.text(), wrap_html(t.html(), "kvmhost-summary"))
 
 
+def _is_pages(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value)
+
+
+def _page_rows(cases) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[str]]:
+    """Long layout for page lists (the shadow tree): one row per page, the role word's
+    level and access decoded (``kvm_mmu_page_role``: level bits 0-3, access 8-10)."""
+    rows, classes = [], []
+    for c in cases:
+        real = dict(map(tuple, c.real or []))
+        model = dict(map(tuple, c.model or []))
+        for i, gfn in enumerate(sorted(set(real) | set(model))):
+            r, m = real.get(gfn), model.get(gfn)
+            word = r if r is not None else m
+            same = r == m and c.status != "refused"
+            rows.append(("" if i else c.name, f"{gfn:#x}", str(word & 0xF), str(word >> 8 & 7),
+                         "—" if r is None else f"{r:#06x}", "—" if m is None else f"{m:#06x}",
+                         VERDICT["agree"] if same else VERDICT[
+                             "refused" if c.status == "refused" else "disagree"]))
+            classes.append("" if same else "changed")
+    return ("case", "gfn", "level", "access", "host", "model", "verdict"), rows, classes
+
+
+def _measured_rows(cases) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[str]]:
+    """Long layout for measurements: one row per quantity, host's first, then the model's."""
+    rows = []
+    for c in cases:
+        items = [("host", k, v) for k, v in (c.real or {}).items()]
+        items += [("model", k, v) for k, v in (c.model or {}).items()]
+        for i, (who, k, v) in enumerate(items):
+            rows.append(("" if i else c.name, who, k, str(v)))
+    return ("case", "from", "quantity", "value"), rows, [""] * len(rows)
+
+
 def render_experiment(report, experiment: str, *, statuses=None, match: str = "",
                       limit: int | None = None) -> View:
     """One experiment's cases: optionally only some statuses, only names containing
-    ``match``, at most ``limit`` rows."""
+    ``match``, at most ``limit`` cases.  Cases whose answers are long lists of pages
+    (the shadow tree) or measurements get one row per page or quantity."""
     cases = [c for c in report.cases_of(experiment)
              if (statuses is None or c.status in statuses) and match in c.name]
     shown = cases if limit is None else cases[:limit]
-    rows = []
-    for c in shown:
-        note = first_difference(c.real, c.model) or c.note
-        rows.append((c.name, format_value(c.real), format_value(c.model), VERDICT[c.status],
-                     note))
     caption = TITLES.get(experiment, experiment)
     if match:
         caption += f", cases with '{match}'"
     if len(shown) < len(cases):
         caption += f" (first {len(shown)} of {len(cases)})"
+    long = None
+    if shown and all(c.status == "measured" for c in shown):
+        long = _measured_rows(shown)
+    elif shown and all(_is_pages(c.real if c.real is not None else c.model)
+                       and len(c.model or []) > 4 for c in shown):
+        long = _page_rows(shown)
+    if long is not None:
+        headers, rows, classes = long
+        notes = [f"{c.name}: {c.note}" for c in shown if c.note]
+        t = Table(caption, headers, tuple(rows), tuple(classes))
+        text = t.text() + "".join(f"\n{n}" for n in notes)
+        return View(text, wrap_html(t.html() + "".join(f"<p>{esc(n)}</p>" for n in notes),
+                                    "kvmhost-cases"))
+    rows = []
+    for c in shown:
+        note = first_difference(c.real, c.model) or c.note
+        rows.append((c.name, format_value(c.real), format_value(c.model), VERDICT[c.status],
+                     note))
     t = Table(caption, ("case", "host", "model", "verdict", "note"), tuple(rows),
               tuple("changed" if c.status == "disagree" else "" for c in shown))
     return View(t.text(), wrap_html(t.html(), "kvmhost-cases"))
