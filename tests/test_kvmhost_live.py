@@ -88,7 +88,7 @@ def test_refused_states_say_how(record):
     if b.vendor == "pvm":
         # real-kvm-notes: PVM clears CR0.PG for 32-bit/PAE and refuses LA57 with EINVAL
         roles = {c.name: c for c in record.cases_of("roles")}
-        assert "cleared 0x80000000" in roles["PAE WP=1 NX=1 SMEP=0 SMAP=0 PKE=0"].note
+        assert "cleared CR0.PG" in roles["PAE WP=1 NX=1 SMEP=0 SMAP=0 PKE=0"].note
         assert roles["5-level WP=1 NX=1 SMEP=0 SMAP=0 PKE=0"].note == "KVM_SET_SREGS: EINVAL"
 
 

@@ -145,7 +145,7 @@ def _writes_case(host: Host, model: Model, backend: Backend, exp: str, name: str
     code = _write_guest(ops)
     boot = host.boot(img, regs, code)
     cases = []
-    trap_name = f"{name}: does each write reach kvm_set_cr* (vendor)"
+    trap_name = f"{name}: reaches kvm_set_cr*? (vendor)"
     if not host.tracing:
         for n, w in ((name, want), (trap_name, want_trap)):
             cases.append(Case(exp, n, None, w, "skipped",
@@ -154,23 +154,21 @@ def _writes_case(host: Host, model: Model, backend: Backend, exp: str, name: str
         cases.append(Case(exp, name, None, want, "refused", boot.refusal))
     else:
         real = _write_steps(boot, regs.mode.value)[:len(ops)]
-        cases.append(Case(exp, name, real, want, verdict(real, want),
-                          f"host: {steps_summary(real)}; model: {steps_summary(want)}"))
+        cases.append(Case(exp, name, real, want, verdict(real, want)))
         trap = _trapped(boot, [g.CODE_GPA + off for off in code.cr_writes])[:len(ops)]
         cases.append(Case(exp, trap_name, trap, want_trap, verdict(trap, want_trap),
-                          "vendor-specific: PVM emulates every kernel-mode MOV to CRn "
-                          "(kvm_emulate_insn); VMX/SVM exit only on intercepted bits (kvm_cr)"))
+                          "seen as kvm_emulate_insn (PVM) or kvm_cr (VMX/SVM)"))
     # The VM's statistics need no root: shadow pages allocated and zapped over the run.
     # On PVM kernel code is emulated, so no page below the root is built and the counts
     # are the roots' alone; on VMX/SVM the guest's own fetches and accesses add pages.
-    stat_name = f"{name}: mmu_cache_miss / mmu_shadow_zapped"
+    stat_name = f"{name}: VM stats (no root needed)"
     if backend.vendor != "pvm":
         cases.append(Case(exp, stat_name, None, mstats, "skipped",
                           "only on PVM are these the roots' alone (VMX/SVM run the guest's "
                           "accesses natively and build pages below the root)"))
     elif boot.accepted:
-        real = {"pages_created": boot.vm_stats.get("mmu_cache_miss", 0),
-                "pages_zapped": boot.vm_stats.get("mmu_shadow_zapped", 0)}
+        real = {"created": boot.vm_stats.get("mmu_cache_miss", 0),
+                "zapped": boot.vm_stats.get("mmu_shadow_zapped", 0)}
         cases.append(Case(exp, stat_name, real, mstats, verdict(real, mstats)))
     return cases
 

@@ -81,8 +81,7 @@ class Model:
             after = {k: v.stats[k] for k in ("roots_created", "roots_reused", "prev_root_hits")}
             out.append(_classify({k: before.get(k, 0) for k in after}, after))
         st = v.vm.shadow.stats
-        return out, exited, {"pages_created": st["sps_created"],
-                             "pages_zapped": st["sps_zapped"]}
+        return out, exited, {"created": st["sps_created"], "zapped": st["sps_zapped"]}
 
     def fault(self, mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int) -> str:
         """The fault KVM injects for this access as "#PF 0x<error code>", or "no fault"."""

@@ -17,7 +17,7 @@ from mmu.kvmhost import guest as g
 from mmu.kvmhost.host import HostRefused, HostVm, Kvm, RunOutcome
 from mmu.kvmhost.stats import delta
 from mmu.kvmhost.trace import DEFAULT_EVENTS, TraceEvent, TraceSession, tracing_unusable_reason
-from mmu.x86.regs import RFLAGS, Regs
+from mmu.x86.regs import CR0, CR4, EFER, RFLAGS, Regs
 
 __all__ = ["Host", "Boot", "PORT_MARK"]
 
@@ -61,14 +61,20 @@ class Boot:
 
 
 def _bits_differ(want: Regs, got) -> str:
+    """What the host changed, bit by bit: "cleared CR0.PG (CR0 0x80010031 -> 0x10031)"."""
     diffs = []
-    for reg in ("cr0", "cr4", "efer"):
+    for reg, flags in (("cr0", CR0), ("cr4", CR4), ("efer", EFER)):
         a, b = getattr(want, reg), int(getattr(got, reg))
         if a != b:
-            lost, gained = a & ~b, b & ~a
-            diffs.append(f"{reg.upper()} {a:#x} -> {b:#x}"
-                         + (f" (cleared {lost:#x})" if lost else "")
-                         + (f" (set {gained:#x})" if gained else ""))
+            def names(bits: int) -> str:
+                return "|".join(f"{reg.upper()}.{f.name}" for f in flags if bits & f) \
+                    or f"{reg.upper()} bits {bits:#x}"
+            what = []
+            if a & ~b:
+                what.append(f"cleared {names(a & ~b)}")
+            if b & ~a:
+                what.append(f"set {names(b & ~a)}")
+            diffs.append(f"{' and '.join(what)} ({reg.upper()} {a:#x} -> {b:#x})")
     return "; ".join(diffs)
 
 
@@ -154,7 +160,7 @@ class Host:
                 return Boot(f"{e.call}: {e.errname}")
             changed = _bits_differ(regs, vcpu.get_sregs())
             if changed:
-                return Boot(f"KVM_SET_SREGS accepted but the host changed {changed}")
+                return Boot(f"KVM_SET_SREGS succeeded, but the host {changed}")
             r = vcpu.get_regs()
             r.rip, r.rsp = rip, g.STACK_TOP if rsp is None else rsp
             # IOPL=3 lets a CPL3 guest report with OUT; AC only matters with SMAP.

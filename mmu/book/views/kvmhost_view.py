@@ -30,8 +30,13 @@ def format_value(value) -> str:
     ``k=v``, None as "—"."""
     if value is None:
         return "—"
-    if isinstance(value, list) and value and all(isinstance(v, list) and len(v) == 2
-                                                 for v in value):
+    if isinstance(value, list) and value and _is_pages(value):
+        gfns = sorted({g for g, _ in value})
+        words = sorted({w for _, w in value})
+        if len(words) == 1:          # e.g. the 4 direct pages of paging off: one role
+            return f"{', '.join(f'{g:#x}' for g in gfns)}: {words[0]:#06x}"
+        if len(gfns) == 1:           # e.g. a 32-bit root's quadrants: one gfn
+            return f"{gfns[0]:#x}: {'/'.join(f'{w:#06x}' for w in words)}"
         return ", ".join(f"{gfn:#x}: {word:#06x}" for gfn, word in value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         from mmu.kvmhost.experiments import steps_summary
