@@ -269,3 +269,42 @@ def test_long_layouts_mark_the_page_that_differs():
     assert len(bad) == 1 and f"{gfn:#x}" in bad[0] and f"{word | 0x700:#06x}" in bad[0]
     cost = render_experiment(r, "toggle_cost").text
     assert "µs per WP toggle" in cost and "cycles per toggle" in cost
+
+
+class _NoBootHost:
+    """A host that traces but must not be asked to run anything."""
+
+    tracing, trace_note, kvm = True, "", None
+
+    def boot(self, *a, **kw):
+        raise AssertionError("this case cannot be observed on this backend: no run expected")
+
+
+def _backend(kind: str, vendor: str) -> Backend:
+    return Backend("6.18.0", {"intel": "kvm_intel", "amd": "kvm_amd", "pvm": "kvm_pvm"}[vendor],
+                   vendor, kind != "shadow", kind == "tdp", False, "6.4", kind)
+
+
+def test_what_a_tdp_mmu_host_cannot_show_is_skipped_not_compared():
+    from mmu.kvmhost.experiments import cpl3_shadow_tree, roles
+    from mmu.kvmhost.model_side import Model
+    b = _backend("tdp", "intel")
+    m = Model(b.era, b.mmu_kind, b.model_vendor)
+    cases = roles(_NoBootHost(), m, b) + cpl3_shadow_tree(_NoBootHost(), m, b)
+    assert cases and all(c.status == "skipped" for c in cases)
+    assert "TDP MMU" in cases[0].note and "shadow paging" in cases[-1].note
+
+
+def test_with_ept_the_model_answers_a_fault_with_the_cpus_error_code():
+    # Intel, EPT: the CPU walks the guest tables and delivers the #PF itself; a supervisor
+    # write to a read-only page with WP=1 is P|W = 0x3 (SDM 4.7), a user read of a
+    # supervisor page P|U = 0x5.
+    from mmu.kvmhost.experiments import TEST_VA
+    from mmu.kvmhost.model_side import Model
+    img = g.GuestImage()
+    img.map(TEST_VA, g.DATA_GPA, 0x1000, writable=False)
+    regs = g.long_mode_regs(img.cr3())
+    for kind in ("tdp", "legacy", "shadow"):
+        m = Model("6.4", kind, "intel")
+        assert m.fault(img.mem, regs, TEST_VA, "write", 0) == "#PF 0x3"
+        assert m.fault(img.mem, regs, TEST_VA, "read", 3) == "#PF 0x5"

@@ -63,6 +63,25 @@ def _case(exp: str, name: str, boot_or_real, model, note: str = "") -> Case:
     return Case(exp, name, boot_or_real, model, verdict(boot_or_real, model), note)
 
 
+_TDP_MMU_ROOTS = ("the TDP MMU's roots are not kvm_mmu_get_page events (tdp_mmu.c allocates "
+                  "them without that tracepoint)")
+_SHADOW_ONLY = ("only with shadow paging does KVM build pages for the guest's tables and "
+                "inject its #PFs (with EPT/NPT the CPU walks them and delivers the fault)")
+
+
+def _unobservable(host: Host, backend: Backend, *, roots: bool = False,
+                  shadow: bool = False) -> str:
+    """Why this host cannot show a case ("" when it can): no tracing; roots that no
+    tracepoint reports (TDP MMU); shadow-paging facts on a host with EPT/NPT."""
+    if not host.tracing:
+        return f"this comes from tracing: {host.trace_note}"
+    if roots and backend.mmu_kind == "tdp":
+        return _TDP_MMU_ROOTS
+    if shadow and backend.mmu_kind != "shadow":
+        return _SHADOW_ONLY
+    return ""
+
+
 def _root_level(events) -> int:
     return max((e["role"] & 0xF for e in events), default=0)
 
@@ -83,9 +102,9 @@ def roles(host: Host, model: Model, backend: Backend) -> list[Case]:
             regs = make_regs(mode, cr3=img.cr3(), wp=wp, nx=nx, pse=False, smep=smep,
                              smap=smap, pke=pke)
             want = model.root_pages(img.mem, regs)
-            if not host.tracing:
-                out.append(Case("roles", name, None, want, "skipped",
-                                f"role words come from tracing: {host.trace_note}"))
+            why = _unobservable(host, backend, roots=True)
+            if why:
+                out.append(Case("roles", name, None, want, "skipped", why))
                 continue
             boot = host.boot(img, regs, g.Asm().done())
             out.append(_case("roles", name, _roots(boot) if boot.accepted else boot, want))
@@ -146,15 +165,17 @@ def _writes_case(host: Host, model: Model, backend: Backend, exp: str, name: str
     boot = host.boot(img, regs, code)
     cases = []
     trap_name = f"{name}: reaches kvm_set_cr*? (vendor)"
-    if not host.tracing:
-        for n, w in ((name, want), (trap_name, want_trap)):
-            cases.append(Case(exp, n, None, w, "skipped",
-                              f"this comes from tracing: {host.trace_note}"))
-    elif not boot.accepted:
+    why_roots, why = _unobservable(host, backend, roots=True), _unobservable(host, backend)
+    if not boot.accepted:
         cases.append(Case(exp, name, None, want, "refused", boot.refusal))
+    elif why_roots:
+        cases.append(Case(exp, name, None, want, "skipped", why_roots))
     else:
         real = _write_steps(boot, regs.mode.value)[:len(ops)]
         cases.append(Case(exp, name, real, want, verdict(real, want)))
+    if why:
+        cases.append(Case(exp, trap_name, None, want_trap, "skipped", why))
+    elif boot.accepted:
         trap = _trapped(boot, [g.CODE_GPA + off for off in code.cr_writes])[:len(ops)]
         cases.append(Case(exp, trap_name, trap, want_trap, verdict(trap, want_trap),
                           "seen as kvm_emulate_insn (PVM) or kvm_cr (VMX/SVM)"))
@@ -262,9 +283,10 @@ def pf_error_codes(host: Host, model: Model, backend: Backend) -> list[Case]:
         if c.cpl == 3:
             _user_image(img)
         want = model.fault(img.mem, regs, TEST_VA, c.access, c.cpl)
-        if c.cpl == 3 and not host.tracing:
+        why = _unobservable(host, backend, shadow=True) if c.cpl == 3 else ""
+        if why:
             out.append(Case("pf_error_codes", c.name, None, want, "skipped",
-                            f"a CPL3 #PF is read from kvm_inj_exception: {host.trace_note}"))
+                            f"a CPL3 #PF is read from kvm_inj_exception; {why}"))
             continue
         code = g.Asm().access(c.access, TEST_VA).done()
         boot = host.boot(img, regs, code, cpl=c.cpl, ac=c.ac, shutdown_ok=c.cpl == 3,
@@ -299,11 +321,11 @@ def cpl3_shadow_tree(host: Host, model: Model, backend: Backend) -> list[Case]:
         _set_entry_bits(img, regs, pages["read-only PDE"], 2, clear=0x2)
         accesses = [("fetch", USER_CODE_VA), ("write", USER_CODE_VA + 0x1000)]
         accesses += [("read", va) for va in pages.values()]
-        want = model.shadow_tree(img.mem, regs, accesses, 3)
-        if not host.tracing:
-            out.append(Case("cpl3_shadow_tree", name, None, want, "skipped",
-                            f"the shadow tree comes from tracing: {host.trace_note}"))
+        why = _unobservable(host, backend, shadow=True)
+        if why:
+            out.append(Case("cpl3_shadow_tree", name, None, [], "skipped", why))
             continue
+        want = model.shadow_tree(img.mem, regs, accesses, 3)
         code = g.Asm()
         for access, va in accesses[1:]:
             code.access(access, va)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from mmu.kvm.vcpu import VCpu
 from mmu.x86.memory import GuestMemory
 from mmu.x86.regs import Regs
+from mmu.x86.walker import walk
 
 __all__ = ["Model", "fault_label"]
 
@@ -58,8 +59,12 @@ class Model:
 
     # -- experiment answers ---------------------------------------------------------------
     def root_pages(self, mem: GuestMemory, regs: Regs) -> list[list[int]]:
-        """[gfn, role word] of each root-level shadow page the first entry uses."""
+        """[gfn, role word] of each root-level page the first entry uses (a TDP MMU root
+        is one direct page at gfn 0, ``tdp_mmu_alloc_sp`` in tdp_mmu.c)."""
+        from mmu.kvm.tdp import TdpRoot
         v = self.vcpu(mem, regs)
+        if isinstance(v.root_object, TdpRoot):
+            return [[0, v.root_object.role.word]]
         return [[sp.gfn, sp.role.word] for sp in v.root_object.pages()]
 
     def writes(self, mem: GuestMemory, regs: Regs, ops: list[tuple[str, int]]
@@ -84,11 +89,16 @@ class Model:
         return out, exited, {"created": st["sps_created"], "zapped": st["sps_zapped"]}
 
     def fault(self, mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int) -> str:
-        """The fault KVM injects for this access as "#PF 0x<error code>", or "no fault"."""
+        """The fault the guest gets for this access as "#PF 0x<error code>", or "no fault":
+        with shadow paging the one KVM's walker injects (``FNAME(page_fault)``), with
+        EPT/NPT the CPU's own (the SDM walker: KVM is not involved)."""
         v = self.vcpu(mem, regs)
-        out = v.vm.shadow.page_fault(v.root_object, v.regs, v.cpu_role, gva, access, cpl)
-        return fault_label(None if out.injected is None else out.injected.vector,
-                           None if out.injected is None else out.injected.error_code)
+        if v.tdp_enabled:
+            f = walk(v.mem, v.regs, gva, access, cpl).fault
+        else:
+            f = v.vm.shadow.page_fault(v.root_object, v.regs, v.cpu_role, gva, access,
+                                       cpl).injected
+        return fault_label(None if f is None else f.vector, None if f is None else f.error_code)
 
     def shadow_tree(self, mem: GuestMemory, regs: Regs, accesses: list[tuple[str, int]],
                     cpl: int) -> list[list[int]]:
