@@ -197,3 +197,20 @@ def test_without_tracing_the_traced_cases_skip_and_say_why():
     assert pf["write, not present"].status == "agree"
     assert pf["user write to a read-only user page, WP=1"].status == "skipped"
     assert not r.disagreements
+
+
+@needs_root
+def test_trace_session_is_private_and_limited_to_this_process():
+    from mmu.kvmhost.trace import TraceSession
+    with TraceSession() as t:
+        inst = t.instance
+        assert os.path.basename(inst).startswith(f"kvmhost-{os.getpid()}-")
+        with open(os.path.join(inst, "set_event_pid")) as f:
+            assert f.read().split() == [str(os.getpid())]
+        with open(os.path.join(inst, "events", "kvmmmu", "kvm_mmu_get_page", "enable")) as f:
+            assert f.read().strip() == "1"
+        # the top-level instance is not touched: our events stay off there
+        with open(os.path.join(t.root, "events", "kvmmmu", "kvm_mmu_get_page", "enable")) as f:
+            assert f.read().strip() == "0"
+    assert not os.path.exists(inst)
+    assert leftovers() == {"instances": [], "enabled": [], "mounts": []}
