@@ -106,7 +106,12 @@ class Host:
                     raise PermissionError(why)
                 self.trace_note = why
             else:
-                self.session = TraceSession(self.events).__enter__()
+                try:
+                    self.session = TraceSession(self.events).__enter__()
+                except OSError as e:       # tracefs refused us after all: run untraced
+                    if self.trace_wanted:
+                        raise
+                    self.trace_note = f"tracing failed to start: {e}"
         except BaseException:
             self.close()
             raise

@@ -116,14 +116,44 @@ def find_tracefs() -> str | None:
     return None
 
 
+_PROBED: list[str | None] = []
+
+
 def tracing_unusable_reason() -> str | None:
-    """None when this process may trace KVM (root, tracefs available), else why not."""
+    """None when this process can trace KVM here, else why not (one sentence): root,
+    the kvm module, a tracefs it can find or mount (a container may forbid mounting), and
+    the ``kvmmmu/kvm_mmu_get_page`` event in it.  The mount probe runs once per process
+    and is undone at once."""
     if os.geteuid() != 0:
         return ("tracing KVM's role words needs root (tracefs is root-only); "
                 "the stats-only experiments still run")
     if not os.path.isdir("/sys/module/kvm"):
         return "the kvm module is not loaded"
-    return None
+    if not _PROBED:
+        _PROBED.append(_probe())
+    return _PROBED[0]
+
+
+def _probe() -> str | None:
+    root, tmp = find_tracefs(), None
+    if root is None:
+        tmp = tempfile.mkdtemp(prefix=f"kvmhost-tracefs-{os.getpid()}-")
+        try:
+            _mount(tmp)
+        except OSError as e:
+            os.rmdir(tmp)
+            return f"tracefs is not mounted and cannot be mounted here ({e.strerror})"
+        root = tmp
+    try:
+        if not os.path.isdir(os.path.join(root, "events", "kvmmmu", "kvm_mmu_get_page")):
+            return "this kernel's tracefs has no kvmmmu/kvm_mmu_get_page event"
+        if not os.path.isdir(os.path.join(root, "instances")):
+            return "this kernel's tracefs has no instances (needed for a private buffer)"
+        return None
+    finally:
+        if tmp:
+            _umount(tmp)
+            os.rmdir(tmp)
 
 
 def _write(path: str, value: str) -> None:
