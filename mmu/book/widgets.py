@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from mmu.book.widget_refusals import RefusingWidget
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
                                explore, render)
 
@@ -25,7 +26,7 @@ _GROUPS = (
 )
 
 
-class RoleExplorer:
+class RoleExplorer(RefusingWidget):
     """Checkboxes for CR0/CR4/EFER bits, SMM, guest mode and TDP, dropdowns for the kernel
     era and vendor; shows cpu_role, root_role and what happens to the root.
 
@@ -38,7 +39,10 @@ class RoleExplorer:
     * after a #GP the controls go back to the registers' values (the faulting write
       changed nothing) and the view explains the fault; so they do after a refusal
       (SMM ticked together with guest mode, a pair KVM never has: an SMI in L2 exits to
-      L1 first, see :func:`~mmu.book.views.roles_view.never_in_kvm`), which the view explains.
+      L1 first, see :func:`~mmu.book.views.roles_view.never_in_kvm`), which the view explains;
+    * a control value no state can have (a dropdown set to ``None``) is refused the way
+      every widget refuses one (:mod:`mmu.book.widget_refusals`): the control goes back,
+      ``explorer.refused`` says why, the state and result stay.
     """
 
     def __init__(self, state: ExplorerState | None = None, **changes: Any) -> None:
@@ -48,7 +52,6 @@ class RoleExplorer:
                             f"{type(state).__name__}")
         state = state.replace(**changes)
         self.state = state                       # effective: where the vCPU is
-        self._updating = False
         self.checkboxes = {
             name: W.Checkbox(value=getattr(state, name), description=FLAG_LABELS[name],
                              indent=False, layout=W.Layout(width="auto"))
@@ -74,7 +77,11 @@ class RoleExplorer:
         self.controls = W.VBox(rows)
         self.widget = W.VBox([self.controls, self.html])
         self.widget.add_class("role-explorer")
-        self._show(explore(state))
+        self.result = explore(state)
+        self._accept(render(self.result))
+
+    def _control_map(self) -> dict[str, Any]:
+        return {**self.checkboxes, **self.dropdowns}
 
     # -- reading the controls ----------------------------------------------------------
     def _requested(self) -> ExplorerState:
@@ -82,31 +89,28 @@ class RoleExplorer:
         values.update({n: w.value for n, w in self.dropdowns.items()})
         return dataclasses.replace(self.state, **values)
 
-    def _on_change(self, _change: dict) -> None:
-        if not self._updating:
-            self._update()
+    def _on_change(self, change: dict) -> None:
+        if not self._muted:
+            self._update({self._name_of(change["owner"]): change["old"]})
 
-    def _update(self) -> None:
-        res = explore(self._requested(), self.state)
+    def _update(self, old: dict[str, Any]) -> None:
+        """Explore the requested state; a value no state can hold is refused (never raises)."""
+        try:
+            self._check_values({n: w.value for n, w in self._control_map().items()})
+            res = explore(self._requested(), self.state)
+        except (ValueError, TypeError) as e:
+            self._refuse(str(e), old)
+            return
         self.state = res.effective
         if res.effective != res.state:
             # The write faulted (#GP), or the state is one KVM never holds (refused): the
             # registers keep their old values, and so do the controls; the view says why.
             self._set_controls(res.effective)
-        self._show(res)
+        self.result = res
+        self._accept(render(res))
 
     def _set_controls(self, state: ExplorerState) -> None:
-        self._updating = True
-        try:
-            for name, w in (*self.checkboxes.items(), *self.dropdowns.items()):
-                w.value = getattr(state, name)
-        finally:
-            self._updating = False
-
-    def _show(self, res: ExplorerResult) -> None:
-        self.result = res
-        self.view = render(res)
-        self.html.value = self.view.html
+        self._put({name: getattr(state, name) for name in self._control_map()})
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -121,8 +125,12 @@ class RoleExplorer:
         for name in values:
             if name not in fields:
                 raise ValueError(f"unknown control {name!r}: allowed {sorted(fields)}")
-        self._set_controls(self._requested().replace(**values))   # checks types first
-        self._update()
+        controls = self._control_map()
+        self._check_values({k: v for k, v in values.items() if k in controls})
+        wanted = self._requested().replace(**values)    # checks every field first
+        old = {n: w.value for n, w in controls.items()}
+        self._set_controls(wanted)
+        self._update(old)
         return self.result
 
     def _repr_mimebundle_(self, **kwargs: Any):

@@ -1,4 +1,5 @@
-"""Chapter 10's widget: browse a record of the host experiments (live or the reference).
+"""Chapter 10's widget: browse a record of the host experiments (live, or by default the
+recorded reference run).
 
 A thin wrapper (docs/notebooks.md) around :func:`mmu.book.views.kvmhost_view.render_experiment`:
 pick an experiment and which verdicts to show; ``.text`` mirrors the view, ``.set()``
@@ -21,8 +22,11 @@ SHOW = {"every case": None, "disagreements": ("disagree",),
 class RunBrowser(ViewWidget):
     css_class = "kvmhost-browser"
 
-    def __init__(self, report, experiment: str = "roles", show: str = "every case",
+    def __init__(self, report=None, experiment: str = "roles", show: str = "every case",
                  match: str = "") -> None:
+        if report is None:                       # the recorded reference run
+            from mmu.kvmhost.report import reference
+            report = reference()
         self.report = report
         exps = report.experiments()
         if experiment not in exps:
