@@ -26,7 +26,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from mmu import GuestMemory, PagingMode
-from mmu.book import widgets, widgets_story, widgets_walk
+from mmu.book import widgets, widgets_kvmhost, widgets_story, widgets_walk
 from mmu.book.widget_refusals import RefusingWidget
 from mmu.x86.pagetable import PAGE_SIZES, EptBuilder, PageTableBuilder
 from mmu.x86.walker import ept_walk, walk
@@ -166,7 +166,7 @@ def test_builders_refused_map_changes_nothing(make, calls):
 # -- widgets ---------------------------------------------------------------------------
 
 def _widget_classes() -> list[type]:
-    found = {cls for mod in (widgets, widgets_walk, widgets_story)
+    found = {cls for mod in (widgets, widgets_walk, widgets_story, widgets_kvmhost)
              for _, cls in inspect.getmembers(mod, inspect.isclass)
              if issubclass(cls, RefusingWidget) and cls.__module__ == mod.__name__
              and cls is not widgets_walk.ViewWidget}
@@ -177,10 +177,11 @@ WIDGETS = _widget_classes()
 
 
 def test_every_widget_is_covered():
-    # The nine widgets of chapters 1-9; a new widget joins the property by being one.
+    # The ten widgets of chapters 1-10; a new widget joins the property by being one.
     assert [c.__name__ for c in WIDGETS] == [
         "Cr0WpStory", "NestedExplorer", "PermissionLab", "RoleExplorer", "RootCacheTimeline",
-        "SeriesWalkthrough", "ShadowExplorer", "TwoDWalkExplorer", "WalkExplorer"]
+        "RunBrowser", "SeriesWalkthrough", "ShadowExplorer", "TwoDWalkExplorer",
+        "WalkExplorer"]
 
 
 def _controls(w) -> dict:

@@ -143,6 +143,10 @@ class Nested:
         """
         if self.guest_mode:
             raise ValueError("nested_enter: already running L2 (allowed only from L1)")
+        if self.x86_ops.nested is None:
+            raise ValueError(f"nested_enter: vendor={self.vendor!r} has no nested "
+                             f"virtualisation ({self.x86_ops.source}); allowed with 'intel' "
+                             "or 'amd'")
         tdp_spec = None
         if eptp is not None or ncr3 is not None:
             tdp_spec = self._nested_tdp_spec(eptp, ncr3, ept_level, ept_ad, execonly)

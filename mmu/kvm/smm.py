@@ -42,6 +42,9 @@ class Smm:
         """
         if self.smm:
             raise ValueError("enter_smm: the vCPU is already in SMM (allowed only outside SMM)")
+        if self.x86_ops.smm is None:
+            raise ValueError(f"enter_smm: vendor={self.vendor!r} never delivers an SMI "
+                             f"({self.x86_ops.source}); allowed with 'intel' or 'amd'")
         mark = self._begin()
         self._exit("SMI (KVM_REQ_SMI processed on the way back in)")
         from_l2 = self.guest_mode

@@ -57,7 +57,7 @@ from mmu.kvm.nested import GuestMmu, Nested, NestedTdp
 from mmu.kvm.root_cache import RootCache
 from mmu.kvm.smm import Smm
 from mmu.kvm.trace import Event, Preview, Trace, WriteResult
-from mmu.kvm.vendor import VENDORS, VendorOps, x86_ops as make_x86_ops
+from mmu.kvm.vendor import ALL_VENDORS, VENDORS, VendorOps, x86_ops as make_x86_ops
 from mmu.x86.bits import check_int
 from mmu.x86.memory import GuestMemory
 from mmu.x86.regs import CR0, CR4, EFER, Regs
@@ -80,8 +80,8 @@ class Vm:
             raise TypeError(f"mem must be a GuestMemory or None, not {type(mem).__name__}")
         if not isinstance(mmu, str) or mmu not in MMU_KINDS:
             raise ValueError(f"mmu={mmu!r}: allowed {MMU_KINDS}")
-        if not isinstance(vendor, str) or vendor not in VENDORS:
-            raise ValueError(f"vendor={vendor!r}: allowed {VENDORS}")
+        if not isinstance(vendor, str) or vendor not in ALL_VENDORS:
+            raise ValueError(f"vendor={vendor!r}: allowed {ALL_VENDORS}")
         if isinstance(tdp_level, bool) or not isinstance(tdp_level, int):
             raise TypeError(f"tdp_level must be an int, not {type(tdp_level).__name__}")
         if tdp_level not in (4, 5):

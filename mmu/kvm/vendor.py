@@ -19,10 +19,11 @@ needs, plus the vendor's names for the functions the common parts log:
 * **its nested TDP** -- :attr:`nested` (EPT in ``vmx/nested.c``, NPT in
   ``svm/nested.c``: the guest_mmu set-up and tear-down functions).
 
-Adding a vendor (for instance PVM, ``arch/x86/kvm/pvm/``) is one new subclass of
-:class:`VendorOps` in a module of its own, implementing the abstract methods and setting
-the class attributes, plus one row in :data:`VENDOR_CLASSES`; nothing in the common parts
-branches on the vendor's name.  An instance is made per VM (``Vm.x86_ops``) with the
+Adding a vendor is one new subclass of :class:`VendorOps` in a module of its own,
+implementing the abstract methods and setting the class attributes, plus one row in
+:data:`VENDOR_CLASSES`; nothing in the common parts branches on the vendor's name.  PVM
+(:mod:`mmu.kvm.pvm`, ``arch/x86/kvm/pvm/``) was added that way: every CR write traps, shadow
+paging only, and ``smm``/``nested`` are None (the common SMM and nested entries refuse).  An instance is made per VM (``Vm.x86_ops``) with the
 VM's era and whether EPT/NPT is on, as ``vmx_x86_ops``/``svm_x86_ops`` read their module
 parameters (``enable_ept``, ``npt_enabled``).
 """
@@ -34,7 +35,8 @@ from typing import ClassVar, NamedTuple
 
 from mmu.kvm.eras import Era
 
-__all__ = ["VendorOps", "SmmNames", "NestedTdpNames", "VENDOR_CLASSES", "VENDORS", "x86_ops"]
+__all__ = ["VendorOps", "SmmNames", "NestedTdpNames", "VENDOR_CLASSES", "VENDORS", "ALL_VENDORS",
+           "x86_ops"]
 
 
 class SmmNames(NamedTuple):
@@ -71,10 +73,10 @@ class VendorOps(abc.ABC):
     #: Whether the guest's CPUID has SVM (``__kvm_valid_efer`` refuses EFER.SVME without
     #: it); only AMD's vendor offers it.
     has_svm: ClassVar[bool] = False
-    #: The SMM hooks' names (see :class:`SmmNames`).
-    smm: ClassVar[SmmNames]
-    #: Nested TDP's names (see :class:`NestedTdpNames`).
-    nested: ClassVar[NestedTdpNames]
+    #: The SMM hooks' names (see :class:`SmmNames`); None: the vendor never delivers an SMI.
+    smm: ClassVar[SmmNames | None]
+    #: Nested TDP's names (see :class:`NestedTdpNames`); None: no nested virtualisation.
+    nested: ClassVar[NestedTdpNames | None]
 
     def __init__(self, era: Era, tdp_enabled: bool) -> None:
         self.era = era
@@ -103,13 +105,19 @@ class VendorOps(abc.ABC):
 VENDOR_CLASSES: dict[str, tuple[str, str]] = {
     "intel": ("mmu.kvm.vmx", "VmxOps"),
     "amd": ("mmu.kvm.svm", "SvmOps"),
+    "pvm": ("mmu.kvm.pvm", "PvmOps"),
 }
-VENDORS: tuple[str, ...] = tuple(VENDOR_CLASSES)
+#: Every vendor a VM can be made with.
+ALL_VENDORS: tuple[str, ...] = tuple(VENDOR_CLASSES)
+#: The hardware-virtualisation vendors (VMX, SVM), on which every MMU kind exists; what
+#: ranges over vendor x MMU kind (views, golden corpus, properties) uses these.  PVM runs
+#: shadow paging only (:mod:`mmu.kvm.pvm`).
+VENDORS: tuple[str, ...] = ("intel", "amd")
 
 
 def x86_ops(vendor: str, era: Era, tdp_enabled: bool) -> VendorOps:
     """The :class:`VendorOps` of ``vendor`` for a VM of ``era``, with or without EPT/NPT."""
     if not isinstance(vendor, str) or vendor not in VENDOR_CLASSES:
-        raise ValueError(f"vendor={vendor!r}: allowed {VENDORS}")
+        raise ValueError(f"vendor={vendor!r}: allowed {ALL_VENDORS}")
     module, cls = VENDOR_CLASSES[vendor]
     return getattr(importlib.import_module(module), cls)(era, tdp_enabled)
