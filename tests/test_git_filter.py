@@ -2,7 +2,7 @@
 
 In a temporary ``git clone`` of HEAD (commit first), with ``.venv`` pointing at the
 environment running the tests, the filter is set up the way ``make setup`` does it
-(``make git-filter``).  Chapter 00 is then executed with nbclient and saved with its
+(``make git-filter``).  Chapter 05 (the role explorer) is then executed with nbclient and saved with its
 outputs, execution counts and widget state -- what JupyterLab's Run All and Ctrl+S
 write -- and:
 
@@ -24,7 +24,7 @@ import pytest
 from conftest import BIN, REPO, jupyter_env
 from test_notebook_hygiene import notebook_problems
 
-CHAPTER = "notebooks/00_start_here.ipynb"
+CHAPTER = "notebooks/05_role_explorer.ipynb"
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None,
                                 reason="needs git and make")
