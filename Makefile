@@ -40,8 +40,11 @@ git-filter:
 
 # LAB_ARGS / APP_ARGS pass extra server options through, e.g.
 #   make lab LAB_ARGS="--no-browser --port=8899"   (tests/test_lab.py starts it this way)
+# The post-save hook keeps `git status` clean when a save changed only outputs
+# (mmu/book/saving.py says why the filter alone does not).
 lab: setup
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(START_PAGE) \
+	    --ContentsManager.post_save_hook=mmu.book.saving.refresh_git_index \
 	    $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: setup
