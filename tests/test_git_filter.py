@@ -11,6 +11,7 @@ environment running the tests:
 * ``make lab`` is started in the clone and the run notebook is saved through its
   contents API, as JupyterLab saves: ``git status`` is clean (the post-save hook of
   mmu/book/saving.py; without it git's size check keeps the file listed);
+* resetting the chapter (``rm`` it, ``git checkout`` it) gives the committed file back;
 * a real edit saved the same way shows as modified, is committed with ``commit -a``,
   and the committed blob has the edit and no outputs (test_notebook_hygiene's check).
 """
@@ -87,6 +88,8 @@ def test_saved_run_chapter_leaves_git_status_clean(clone, tmp_path):
     assert "nbstripout" in _git(clone, "config", "filter.nbstripout.clean")
     assert _git(clone, "diff", "--numstat") == ""
     assert _git(clone, "show", f":{CHAPTER}") == committed
+    # ...yet git's stat cache (the file size changed) still lists it: the hook's job.
+    assert _git(clone, "status", "--porcelain") == f" M {CHAPTER}\n"
 
     port, token = free_port(), new_token()
     base = f"http://127.0.0.1:{port}"
@@ -96,8 +99,14 @@ def test_saved_run_chapter_leaves_git_status_clean(clone, tmp_path):
         _save(base, token, ran)
         assert _git(clone, "status", "--porcelain") == "", server.log_text()
         assert _git(clone, "show", f":{CHAPTER}") == committed
-        # The working file keeps the reader's outputs.
+        # The working file keeps the reader's outputs...
         assert any(c.get("outputs") for c in nbformat.read(path, as_version=4).cells)
+        # ...until the reader resets the chapter as README and chapter 00 say.  (A bare
+        # `git checkout -- <file>` would not: git now takes the file as up to date.)
+        path.unlink()
+        _git(clone, "checkout", "--", CHAPTER)
+        assert path.read_text("utf-8") == committed
+        assert _git(clone, "status", "--porcelain") == ""
 
         # A real edit in a run notebook shows, and is committed stripped.
         ran.cells[0].source += "\n\nA reader's note."
