@@ -50,8 +50,18 @@ lab: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# `make app`: the role explorer alone, for classroom projection (Voila).  The page is
+# app/role_explorer.ipynb, rendered with app/jupyter/voila/templates/projector (no CDN,
+# the explorer on the first screen at 1280x720).  A kernel whose page was closed has
+# no connection left and is shut down after KERNEL_CULL_S idle seconds.
+APP_PAGE := app/role_explorer.ipynb
+KERNEL_CULL_S ?= 30
 app: setup
-	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1 $(APP_ARGS)
+	JUPYTER_PATH="$(CURDIR)/app/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))" \
+	$(BIN)/voila $(APP_PAGE) --template=projector --no-browser --Voila.ip=127.0.0.1 \
+	    --MappingKernelManager.cull_idle_timeout=$(KERNEL_CULL_S) \
+	    --MappingKernelManager.cull_interval=5 \
+	    $(APP_ARGS)
 
 student: setup
 	$(BIN)/python -m mmu.book.exercises.student exercises/ exercises/student/

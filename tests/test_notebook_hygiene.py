@@ -6,7 +6,7 @@ The working file may hold a reader's outputs after Run All and save; that must n
 the suite.  A notebook git does not track yet (or a checkout without git) is checked
 on disk.  tests/test_git_filter.py checks the filter itself in a temporary clone.
 
-For each .ipynb under notebooks/ and exercises/ (not exercises/student/, which is
+For each .ipynb under notebooks/, exercises/ and app/ (not exercises/student/, which is
 generated, nor .ipynb_checkpoints/): valid nbformat 4; no outputs and no execution
 counts (stale outputs lie, and nbval's lax mode relies on it); no widget state
 (``metadata.widgets``: GitHub refuses to render it without the state); the first
@@ -28,7 +28,7 @@ import pytest
 
 from conftest import REPO
 
-SOURCE_DIRS = ("notebooks", "exercises")
+SOURCE_DIRS = ("notebooks", "exercises", "app")
 
 
 def committed_notebooks(root: Path = REPO) -> list[Path]:
