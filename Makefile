@@ -53,11 +53,14 @@ test: setup
 # `make app`: the role explorer alone, for classroom projection (Voila).  The page is
 # app/role_explorer.ipynb, rendered with app/jupyter/voila/templates/projector (no CDN,
 # the explorer on the first screen at 1280x720).  A kernel whose page was closed has
-# no connection left and is shut down after KERNEL_CULL_S idle seconds.
+# no connection left and is shut down after KERNEL_CULL_S idle seconds.  The page has
+# one view per widget, so the kernel need not echo each click's new value back
+# (JUPYTER_WIDGETS_ECHO=0: one websocket message fewer per click; see
+# benchmarks/explorer_latency.py).
 APP_PAGE := app/role_explorer.ipynb
 KERNEL_CULL_S ?= 30
 app: setup
-	JUPYTER_PATH="$(CURDIR)/app/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))" \
+	JUPYTER_PATH="$(CURDIR)/app/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))" JUPYTER_WIDGETS_ECHO=0 \
 	$(BIN)/voila $(APP_PAGE) --template=projector --no-browser --Voila.ip=127.0.0.1 \
 	    --MappingKernelManager.cull_idle_timeout=$(KERNEL_CULL_S) \
 	    --MappingKernelManager.cull_interval=5 \
