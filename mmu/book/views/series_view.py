@@ -18,7 +18,7 @@ from typing import Callable
 from mmu.kvm import legacy, roles
 from mmu.kvm.legacy import NfcReport
 from mmu.x86.regs import Regs, make_regs
-from mmu.book.sources import cite, message_url
+from mmu.book.sources import SOURCES_PAGE, anchor, cite, message_url
 from mmu.book.series import (FOLLOW_UPS, KINDS, NAME_CANDIDATES, NAME_CHANGES, NAMING_DEBATE,
                       PATCHES, POSTINGS, Patch, patch as find_patch)
 from mmu.book.views.common import (CHANGED, SAME, Table, View, bullet_html, bullet_text, esc, hexword,
@@ -338,11 +338,11 @@ def _patch_rows(patches) -> tuple[tuple[str, ...], ...]:
 def render_patch_list() -> View:
     """The merged series in mainline order, then the two follow-ups, and the postings."""
     head = ("#", "hash", "subject", "by", "kind", "model")
-    t1 = Table(f"The 21 merged patches (Linux 5.19, {cite('[LINUS-0527]')}); subjects start with "
+    t1 = Table(f"The 21 merged patches, Linux 5.19 {cite('[LINUS-0527]')}; prefix "
                f"\"{SUBJECT_PREFIX.strip()}\"", head, _patch_rows(PATCHES))
     t2 = Table("Merged right after the series (same pull)", head, _patch_rows(FOLLOW_UPS))
-    t3 = Table("Postings", ("version", "date", "what", "source"),
-               tuple((v, d, w, cite(src)) for v, d, w, src in POSTINGS))
+    t3 = Table(f"Postings (source: its entry in {SOURCES_PAGE})", ("version", "date", "what",
+               "source"), tuple((v, d, w, f"#{anchor(src)}") for v, d, w, src in POSTINGS))
     authors = sorted({p.author for p in PATCHES + FOLLOW_UPS})
     legend = [f"kind {k}: {v}" for k, v in KINDS.items()]
     legend += ["by: " + ", ".join(f"{_initials(a)} = {a}" for a in authors),
