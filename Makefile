@@ -5,7 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lab test app student grade bench clean
+# Jupyter servers refuse to start as root (containers, CI images) unless told.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+# The book's start page, opened by `make lab` (the server's root is the repository,
+# so exercises/student/ is reachable too).
+START_PAGE := notebooks/00_start_here.ipynb
+
+# Notebooks are committed without outputs: git runs every .ipynb through nbstripout
+# (.gitattributes names the filter) when it stages or compares it, so a chapter a
+# reader ran and saved shows as unchanged.  --keep-id keeps the committed cell ids;
+# the extra keys are what Jupyter adds to language_info when it saves (the committed
+# notebooks keep only its name).  A relative path: git runs filters from the top of
+# the work tree, and each clone or worktree has its own .venv.
+NBSTRIPOUT := $(VENV)/bin/nbstripout --keep-id --extra-keys "$(foreach k,codemirror_mode file_extension mimetype nbconvert_exporter pygments_lexer version,metadata.language_info.$(k))"
+
+.PHONY: setup git-filter lab test app student grade bench clean
 
 setup: $(STAMP)
 
@@ -13,18 +27,44 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[lab,test]'
+	$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
+
+# Outside a git checkout (a tarball) there is nothing to set up.
+git-filter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
+	    git config filter.nbstripout.smudge cat && \
+	    git config diff.ipynb.textconv '$(NBSTRIPOUT) --textconv' && \
+	    echo "git filter nbstripout: set up (see .gitattributes)"; fi
 
 # LAB_ARGS / APP_ARGS pass extra server options through, e.g.
 #   make lab LAB_ARGS="--no-browser --port=8899"   (tests/test_lab.py starts it this way)
+# The post-save hook keeps `git status` clean when a save changed only outputs
+# (mmu/book/saving.py says why the filter alone does not).
 lab: setup
-	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(START_PAGE) \
+	    --ContentsManager.post_save_hook=mmu.book.saving.refresh_git_index \
+	    $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest
 
+# `make app`: the role explorer alone, for classroom projection (Voila).  The page is
+# app/role_explorer.ipynb, rendered with app/jupyter/voila/templates/projector (no CDN,
+# the explorer on the first screen at 1280x720).  A kernel whose page was closed has
+# no connection left and is shut down after KERNEL_CULL_S idle seconds.  The page has
+# one view per widget, so the kernel need not echo each click's new value back
+# (JUPYTER_WIDGETS_ECHO=0: one websocket message fewer per click; see
+# benchmarks/explorer_latency.py).
+APP_PAGE := app/role_explorer.ipynb
+KERNEL_CULL_S ?= 30
 app: setup
-	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1 $(APP_ARGS)
+	JUPYTER_PATH="$(CURDIR)/app/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))" JUPYTER_WIDGETS_ECHO=0 \
+	$(BIN)/voila $(APP_PAGE) --template=projector --no-browser --Voila.ip=127.0.0.1 \
+	    --MappingKernelManager.cull_idle_timeout=$(KERNEL_CULL_S) \
+	    --MappingKernelManager.cull_interval=5 \
+	    $(APP_ARGS)
 
 # make student [ROSTER=roster.csv]: student copies in student/ (one folder per student
 # with a roster); make grade SUBMISSIONS=dir [ROSTER=roster.csv] [CSV=scores.csv].

@@ -71,14 +71,16 @@ def lab_settings_dir(tmp: Path) -> Path:
     return d
 
 
-def lab_args(tmp: Path, port: int, token: str) -> list[str]:
-    """Options for a quiet, local, token-protected JupyterLab (jupyter-tooling.md §2)."""
+def lab_args(tmp: Path, port: int, token: str, allow_root: bool = True) -> list[str]:
+    """Options for a quiet, local, token-protected JupyterLab (jupyter-tooling.md §2).
+
+    ``allow_root=False`` leaves ``--allow-root`` to the caller (``make lab`` adds it)."""
     return ["--no-browser", "--ip=127.0.0.1", f"--port={port}",
             f"--IdentityProvider.token={token}",
             f"--LabApp.app_settings_dir={lab_settings_dir(tmp)}",
             "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            *root_flag()]
+            *(root_flag() if allow_root else [])]
 
 
 def new_token() -> str:

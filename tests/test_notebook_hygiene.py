@@ -1,6 +1,12 @@
-"""Every committed notebook follows docs/notebooks.md on disk.
+"""Every committed notebook follows docs/notebooks.md, as git holds it.
 
-For each .ipynb under notebooks/ and exercises/ (not exercises/student/, which is
+What is checked is what a commit contains: the blob in git's index (staged) and in
+HEAD, which the nbstripout filter (``make setup``, ``.gitattributes``) has stripped.
+The working file may hold a reader's outputs after Run All and save; that must not fail
+the suite.  A notebook git does not track yet (or a checkout without git) is checked
+on disk.  tests/test_git_filter.py checks the filter itself in a temporary clone.
+
+For each .ipynb under notebooks/, exercises/ and app/ (not exercises/student/, which is
 generated, nor .ipynb_checkpoints/): valid nbformat 4; no outputs and no execution
 counts (stale outputs lie, and nbval's lax mode relies on it); no widget state
 (``metadata.widgets``: GitHub refuses to render it without the state); the first
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +28,7 @@ import pytest
 
 from conftest import REPO
 
-SOURCE_DIRS = ("notebooks", "exercises")
+SOURCE_DIRS = ("notebooks", "exercises", "app")
 
 
 def committed_notebooks(root: Path = REPO) -> list[Path]:
@@ -105,14 +112,63 @@ def notebook_problems(nb) -> list[str]:
     return problems
 
 
+def git_blobs(path: Path, root: Path = REPO) -> dict[str, str]:
+    """{where: text} of ``path`` as git holds it: ``index`` (what the next commit
+    takes) and ``HEAD`` (the last commit), each only where git has it.  Empty when the
+    file is untracked or git (or the repository) is missing."""
+    rel = path.relative_to(root).as_posix()
+    blobs: dict[str, str] = {}
+    for where, spec in (("index", f":{rel}"), ("HEAD", f"HEAD:{rel}")):
+        try:
+            out = subprocess.run(["git", "-C", str(root), "show", spec],
+                                 capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        if out.returncode == 0:
+            blobs[where] = out.stdout.decode("utf-8")
+    return blobs
+
+
 NOTEBOOKS = committed_notebooks()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(REPO)) for p in NOTEBOOKS])
 def test_committed_notebook_is_clean(path):
-    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    assert notebook_problems(nb) == [], f"{path.relative_to(REPO)}; strip it with the one-liner " \
-                                        "in docs/notebooks.md"
+    rel = path.relative_to(REPO)
+    versions = git_blobs(path) or {"working file (not tracked by git)": path.read_text("utf-8")}
+    for where, text in versions.items():
+        nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+        assert notebook_problems(nb) == [], (
+            f"{rel} ({where}); set up the output filter with `make git-filter` and "
+            f"stage it again (docs/notebooks.md)")
+
+
+def test_blobs_are_read_from_git_not_the_working_file(tmp_path):
+    """A repository whose committed notebook is clean while the working file has outputs:
+    ``git_blobs`` returns the committed text; an untracked file gives nothing."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    nb_path = tmp_path / "notebooks" / "a.ipynb"
+    nb_path.parent.mkdir()
+    nbformat.write(_good(), nb_path)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "clean"], check=True)
+    ran = _good()
+    ran.cells[2].execution_count = 1
+    ran.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nbformat.write(ran, nb_path)
+    blobs = git_blobs(nb_path, tmp_path)
+    assert set(blobs) == {"index", "HEAD"}
+    assert all(notebook_problems(nbformat.reads(t, as_version=4)) == [] for t in blobs.values())
+    # Staged without a filter, the outputs reach the index and are reported there.
+    subprocess.run([*git, "add", "-A"], check=True)
+    staged = nbformat.reads(git_blobs(nb_path, tmp_path)["index"], as_version=4)
+    assert notebook_problems(staged) == ["cell 2 has outputs", "cell 2 has execution_count 1"]
+    untracked = tmp_path / "notebooks" / "b.ipynb"
+    nbformat.write(_good(), untracked)
+    assert git_blobs(untracked, tmp_path) == {}
 
 
 # ---- the check itself, on good and bad copies ---------------------------------

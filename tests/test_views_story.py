@@ -65,8 +65,8 @@ def test_naming_debate_cites_dated_messages():
     assert dates == sorted(dates)
     assert ("2022-03-08", "Sean Christopherson") in [(m.date, m.author) for m in NAMING_DEBATE]
     text = sv.render_naming().text
-    for m in NAMING_DEBATE:
-        assert m.message_id in text
+    for m in NAMING_DEBATE:         # each Message-Id, as its lore.kernel.org link
+        assert "https://lore.kernel.org/r/" + m.message_id.strip("<>") in text
     olds = {n.old: n.new for n in NAME_CHANGES}
     assert olds["root_level"] == "cpu_role.base.level"
     assert olds["shadow_root_level"] == "root_role.level"

@@ -24,6 +24,7 @@ from mmu.x86.bits import PTE
 from mmu.x86.memory import GuestMemory
 from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0
+from mmu.book.sources import cite
 from mmu.kvm.roles import CpuRole, PageRole, cpu_role, shadow_root_role
 from mmu.kvm.shadow import ShadowMMU
 from mmu.x86.walker import Fault, walk
@@ -154,7 +155,7 @@ class FindTheBugProblem(Problem):
                  "(32-bit paging), guest_mode -- and keep the ones that change the buggy word "
                  "differently.", f"differs for some inputs", repr),
             Step("bit", offset, "The bit is the field's offset in union kvm_mmu_page_role "
-                 "(facts §1.1; PageRole.layout() lists (name, offset, width)).",
+                 f"({cite('facts §1.1')}; PageRole.layout() lists (name, offset, width)).",
                  f"offset of {self.field}", repr),
         ]
 

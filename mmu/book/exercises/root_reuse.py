@@ -25,6 +25,7 @@ from typing import Any
 
 from mmu.x86.regs import CR0, CR4
 from mmu.book.exercises.base import CheckFailed, Problem, Step, TemplateList, is_blank
+from mmu.book.sources import cite
 
 __all__ = ["KIND", "OUTCOMES", "OUTCOME_TEXT", "RootReuseProblem", "make_problem", "classify"]
 
@@ -40,7 +41,7 @@ _CR3_SHADOW = ("Write down the 1 + 3 slots (current, prev_roots[0..2]) after eve
                "kvm_mmu_load looks up the per-VM hash by (gfn of CR3, root_role): does a "
                "shadow page for that pair still exist?")
 _CR3_TDP = ("With EPT/NPT, does a guest MOV to CR3 reach KVM at all?  kvm_set_cr3 runs only "
-            "when CR3 loads are intercepted (facts §3.2), and a TDP root maps guest-physical "
+            f"when CR3 loads are intercepted ({cite('facts §3.2')}), and a TDP root maps guest-physical "
             "addresses for every process (role.direct, so the PGD is not compared).  Ask what "
             "KVM would have to do with the root, and when.")
 _WP = ("A CR0.WP-only toggle.  Does it exit at all (on Intel with EPT, 6.4 makes WP "

@@ -21,6 +21,7 @@ import dataclasses
 from mmu.kvm import roles
 from mmu.x86.regs import make_regs
 from mmu.book.views.common import Table, View, bullet_html, esc, hexword, role_field_table, wrap_html
+from mmu.book.sources import cite
 from mmu.book.views.root_cache_view import wrap_notes
 
 __all__ = ["KIND_LABELS", "MODES", "NestedParams", "NestedResult", "nested_roles",
@@ -188,6 +189,7 @@ def smm_guest_mode_trace(kernel: str = "6.4", mmu: str = "tdp", vendor: str = "i
     steps = trace_steps(v, ops, {0x100000: "L1", 0x200000: "L2"})
     return Timeline(f"SMM and guest mode, Linux {kernel}, mmu={mmu} ({vendor})", steps, (
         "smm and guest_mode are bits of the root role, so SMM code and L2 each need roots of "
-        "their own even when the paging mode is the same (facts §1.1, §2.3).",
+        f"their own even when the paging mode is the same "
+        f"({cite('facts §1.1', 'facts §2.3')}).",
         "Model limit: L2 runs on root_mmu with guest_mode = 1 and the same register layout; "
         "the guest_mmu that would shadow L1's EPT/NPT is not simulated here.",))

@@ -28,6 +28,7 @@ from mmu.kvm.root_cache import RootInfo
 from mmu.kvm.vcpu import MMU_KINDS, VENDORS, VCpu
 from mmu.book.workloads import context_switches
 from mmu.book.views.common import Table, View, bullet_html, bullet_text, esc, wrap_html
+from mmu.book.sources import cite
 
 __all__ = ["GUESTS", "OUTCOMES", "Step", "Timeline", "build_guest", "trace_steps",
            "root_cache_timeline", "render_timeline", "slot_row", "render_era_comparison",
@@ -233,7 +234,8 @@ def root_cache_timeline(n_procs: int = 4, kernel: str = "6.4", mmu: str = "shado
     notes = _notes(mmu, guest, n_procs)
     if wp_every:
         notes += ("A CR0.WP write that exits and reaches kvm_mmu_reset_context unloads the "
-                  "current root and all prev_roots (facts §4); with the TDP MMU before 6.4 the "
+                  f"current root and all prev_roots ({cite('facts §4')}); with the TDP MMU before "
+                  "6.4 the "
                   "freed root is rebuilt, with shadow pages it is found again in the hash.  "
                   "6.4 with TDP only re-runs kvm_init_mmu (01b31714bd90), and on Intel with "
                   "EPT the write does not even exit (fb509f76acc8).",)
@@ -251,7 +253,7 @@ def wp_pair_totals(kernel: str, mmu: str, vendor: str = "intel", *, n_procs: int
 
 def _notes(mmu: str, guest: str, n: int) -> tuple[str, ...]:
     if mmu != "shadow":
-        return ("With EPT/NPT a MOV to CR3 does not exit (facts §3.2: kvm_set_cr3 runs only "
+        return (f"With EPT/NPT a MOV to CR3 does not exit ({cite('facts §3.2')}: kvm_set_cr3 runs only "
                 "when CR3 loads are intercepted, i.e. under shadow paging); the root maps "
                 "GPAs and serves every process.",)
     if guest == "PAE":

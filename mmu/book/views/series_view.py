@@ -18,6 +18,7 @@ from typing import Callable
 from mmu.kvm import legacy, roles
 from mmu.kvm.legacy import NfcReport
 from mmu.x86.regs import Regs, make_regs
+from mmu.book.sources import SOURCES_PAGE, anchor, cite, message_url
 from mmu.book.series import (FOLLOW_UPS, KINDS, NAME_CANDIDATES, NAME_CHANGES, NAMING_DEBATE,
                       PATCHES, POSTINGS, Patch, patch as find_patch)
 from mmu.book.views.common import (CHANGED, SAME, Table, View, bullet_html, bullet_text, esc, hexword,
@@ -337,10 +338,11 @@ def _patch_rows(patches) -> tuple[tuple[str, ...], ...]:
 def render_patch_list() -> View:
     """The merged series in mainline order, then the two follow-ups, and the postings."""
     head = ("#", "hash", "subject", "by", "kind", "model")
-    t1 = Table(f"The 21 merged patches (Linux 5.19, [LINUS-0527]); subjects start with "
+    t1 = Table(f"The 21 merged patches, Linux 5.19 {cite('[LINUS-0527]')}; prefix "
                f"\"{SUBJECT_PREFIX.strip()}\"", head, _patch_rows(PATCHES))
     t2 = Table("Merged right after the series (same pull)", head, _patch_rows(FOLLOW_UPS))
-    t3 = Table("Postings", ("version", "date", "what", "source"), POSTINGS)
+    t3 = Table(f"Postings (source: its entry in {SOURCES_PAGE})", ("version", "date", "what",
+               "source"), tuple((v, d, w, f"#{anchor(src)}") for v, d, w, src in POSTINGS))
     authors = sorted({p.author for p in PATCHES + FOLLOW_UPS})
     legend = [f"kind {k}: {v}" for k, v in KINDS.items()]
     legend += ["by: " + ", ".join(f"{_initials(a)} = {a}" for a in authors),
@@ -369,7 +371,7 @@ def _patch_text(d: Demo, sides: tuple[str, ...]) -> str:
     head = f"[{p.order}] {p.hash} {p.subject}  ({p.author}; {p.kind})"
     return "\n".join([_fill("", head), _fill("what: ", p.what),
                       _fill("touches: ", ", ".join(p.touches)),
-                      f"sources: {' '.join(p.sources)}", f"state: {d.state.describe()}", ""]
+                      f"sources: {cite(*p.sources)}", f"state: {d.state.describe()}", ""]
                      + [_side_text(d.side(sd)) + "\n" for sd in sides]
                      + [_fill("verdict: ", d.verdict)])
 
@@ -389,7 +391,7 @@ def render_patch(d: Demo, side: str = "after") -> View:
     text = _patch_text(d, (side,))
     html = (f'<div class="patch-head"><b>{esc(head)}</b></div><p>{esc(p.what)}</p>'
             f"<p>touches: <code>{esc(', '.join(p.touches))}</code>; sources: "
-            f"{esc(' '.join(p.sources))}</p><p>state: {esc(d.state.describe())}</p>"
+            f"{esc(cite(*p.sources))}</p><p>state: {esc(d.state.describe())}</p>"
             f'<div class="patch-side" data-side="{esc(side)}">{_side_html(sd)}</div>'
             f'<p class="patch-verdict">verdict: {esc(d.verdict)}</p>')
     return View(text, wrap_html(html, "series-patch"))
@@ -456,18 +458,18 @@ def render_naming() -> View:
     and wrapped text), since the messages' positions do not fit a text table."""
     t1 = Table("The naming discussion, in date order (kvm@vger.kernel.org)",
                ("date", "author", "source", "Message-Id", "position"),
-               tuple((m.date, m.author, m.tag, m.message_id, m.position)
+               tuple((m.date, m.author, m.tag, message_url(m.message_id), m.position)
                      for m in NAMING_DEBATE), row_headers=False)
     t2 = Table("Names proposed for the CPU-side and root roles",
                ("name", "proposed by", "date", "source", "outcome"),
-               tuple((c.name, c.proposed_by, c.date, c.tag, c.outcome)
+               tuple((c.name, c.proposed_by, c.date, cite(c.tag), c.outcome)
                      for c in NAME_CANDIDATES))
     t3 = Table("Old name (5.18) -> new name (5.19)", ("old", "new", "commit", "note"),
                tuple((n.old, n.new, n.commit, n.note) for n in NAME_CHANGES))
     text = "\n\n".join([
-        _records(t1.caption, ((f"{m.date}  {m.author}  {m.tag}  {m.message_id}", m.position)
+        _records(t1.caption, ((f"{m.date}  {m.author}  {m.tag}  {message_url(m.message_id)}", m.position)
                               for m in NAMING_DEBATE)),
-        _records(t2.caption, ((f"{c.name}: {c.proposed_by}, {c.date} {c.tag}", c.outcome)
+        _records(t2.caption, ((f"{c.name}: {c.proposed_by}, {c.date} {cite(c.tag)}", c.outcome)
                               for c in NAME_CANDIDATES)),
         _records(t3.caption, ((f"{n.old} -> {n.new}  ({n.commit})", n.note)
                               for n in NAME_CHANGES))])

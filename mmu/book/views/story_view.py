@@ -22,6 +22,7 @@ from collections import Counter
 from mmu.kvm.eras import Era, era as make_era
 from mmu.x86.regs import CR0
 from mmu.book.views.common import Table, View, bullet_html, bullet_text, esc, figure_svg, wrap_html
+from mmu.book.sources import cite
 from mmu.book.views.root_cache_view import TEXT_WIDTH, wrap_notes
 
 __all__ = ["STORY_KERNELS", "COUNT_COLUMNS", "ToggleResult", "toggle", "render_toggle",
@@ -199,8 +200,8 @@ def render_vmexit(vendor: str = "intel") -> View:
         rows.append((kind, str(pb), f"{mb:.0f}", str(pa), f"{ma:.0f}", f"{pb / pa:.2f}",
                      f"{mb / ma:.2f}", fit))
         data.append((kind, pb, mb, pa, ma))
-    t = Table("vmexit.flat CR0.WP test, cycles per toggle: Paolo Bonzini [ROOTS-v2-18] vs "
-              "mmu.book.cost",
+    t = Table(f"vmexit.flat cycles per CR0.WP toggle, Paolo Bonzini {cite('[ROOTS-v2-18]')} "
+              "vs model",
               ("MMU", "pub. before", "model", "pub. after", "model", "pub. ratio",
                "model ratio", "before/after"), tuple(rows))
     fig = _figure(7.5, 4)
@@ -264,7 +265,7 @@ _FLAG_MEANING = {"L": "EFER.LME resets the MMU (d6174299365d)",
                  "N": "no unload on WP-only toggles with TDP (01b31714bd90)",
                  "P": "WP toggles ignored with paging off (e40bcf9f3a18)",
                  "G": "WP guest-owned on VMX with EPT (fb509f76acc8)",
-                 "R": "WP refreshed in permission_fault ([SC-REFRESH])"}
+                 "R": f"WP refreshed in permission_fault ({cite('[SC-REFRESH]')})"}
 
 
 def short_row(row: str) -> str:
@@ -308,8 +309,8 @@ def render_ssdd(rows=SSDD_FIGURE_ROWS, vendor: str = "intel") -> View:
     head = ["published row", "modelled as"]
     for c in cost.COLUMNS:
         head += [c, "(model)"]
-    t = Table("ssdd 10 50000, grsecurity L1 guest, seconds (lower is better): Mathias Krause "
-              "(facts §9) vs mmu.book.cost", tuple(head), tuple(table_rows))
+    t = Table(f"ssdd 10 50000, seconds (lower is better), Mathias Krause "
+              f"{cite('facts §9')}", tuple(head), tuple(table_rows))
     legend = ["each MMU column: the published seconds, then the model's; * = a figure the "
               "model was fitted on (calibrated), every other figure is held out",
               "next@d8708b = kvm-x86/next@d8708b (the v4 cover letter's base)",
