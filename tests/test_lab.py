@@ -6,10 +6,10 @@ port, a random token, config and runtime dirs in a temporary directory -- and *n
 ``--allow-root``: the Makefile adds it itself when it runs as root (containers, CI),
 which is how this test runs there.  It runs in a temporary copy of the repository's
 Makefile, notebooks/ and exercises/ with student copies made by ``make student``
-(exercises/README.md sends students to ``exercises/student/``).
+(exercises/README.md sends students to ``student/``).
 
 The test waits (bounded) for ``GET /api/status`` to answer 200, checks that the served
-root is the repository (notebooks/, exercises/ and exercises/student/ are reachable),
+root is the repository (notebooks/, exercises/ and student/ are reachable),
 that ``/`` opens the book's start page, and stops the process group.  When the server
 never answers it fails and shows the server's log.
 """
@@ -48,7 +48,7 @@ def root(tmp_path):
     run = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "student",
                           f"BIN={BIN}"], cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert list((root / "exercises" / "student").glob("*.ipynb"))
+    assert list((root / "student").glob("*.ipynb"))
     return root
 
 
@@ -62,7 +62,7 @@ def test_make_lab_serves_the_repository(tmp_path, root):
         # Without the token the API must refuse: the server is not open to anyone.
         assert server.get("/api/contents") == 403
         top = {item["name"] for item in _api(base, "", token)["content"]}
-        student = {item["name"] for item in _api(base, "exercises/student", token)["content"]}
+        student = {item["name"] for item in _api(base, "student", token)["content"]}
         assert _api(base, START_PAGE, token)["type"] == "notebook"
         # "/" sends the browser to the start page (the URL the server prints, too).
         opener = urllib.request.build_opener(_NoRedirect)
@@ -73,7 +73,7 @@ def test_make_lab_serves_the_repository(tmp_path, root):
     assert redirect.value.headers["Location"].startswith(f"/lab/tree/{START_PAGE}")
     assert f"/lab/tree/{START_PAGE}?token=" in log
     assert {"notebooks", "exercises", "Makefile"} <= top, f"served root: {sorted(top)}"
-    assert {p.name for p in (root / "exercises" / "student").glob("*.ipynb")} <= student
+    assert {p.name for p in (root / "student").glob("*.ipynb")} <= student
     # The process group is gone: nothing keeps the port.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/api/status", timeout=2)

@@ -114,6 +114,9 @@ def _shown_strings(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "cite":
             docstrings.update(id(a) for a in node.args)
+        # A pattern handed to re.compile is never shown: its [A-Z...] is a character class.
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "compile":
+            docstrings.update(id(a) for a in node.args)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
