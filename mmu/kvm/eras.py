@@ -50,6 +50,13 @@ flag's note and are expressed with overrides.  Flags:
     guest-owned the MMU's ``cpu_role.base.cr0_wp`` can be stale;
     ``kvm_mmu_refresh_passthrough_bits`` re-reads it before an emulated permission check.
 
+``page_role_is_mirror``
+    "KVM: x86/mmu: Add an is_mirror member for union kvm_mmu_page_role" (Isaku Yamahata,
+    TDX mirror page tables, **6.14**; read in the 6.18.2 kvm_host.h, absent from 6.12.19):
+    bit 19 of the page role is named ``is_mirror``.  It is 0 in every role this model
+    computes; the flag decides only whether ``PageRole.from_word`` accepts bit 19 and
+    whether role tables show the row (:meth:`mmu.kvm.roles.PageRole.layout`).
+
 Not modelled: asynchronous zapping of invalidated TDP roots (a 2022 TDP MMU change whose
 release the fact sheet does not pin down -- UNVERIFIED), so there is no flag for it.
 """
@@ -74,6 +81,7 @@ class Era:
     ignore_wp_nonpaging: bool
     cr0_wp_guest_owned: bool
     wp_refresh_in_permission_fault: bool
+    page_role_is_mirror: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The feature flags (everything but ``name``)."""
@@ -102,6 +110,10 @@ _OLD = dict(role_split=False, efer_lme_resets=False, new_pgd_uses_mmu_role=False
             tdp_root_preserved=False, cr0_wp_tdp_no_unload=False, ignore_wp_nonpaging=False,
             cr0_wp_guest_owned=False, wp_refresh_in_permission_fault=False)
 
+_64 = dict(role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
+           tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
+           cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True)
+
 #: The presets, by mainline release.
 ERAS: Mapping[str, Era] = {
     "5.15": _preset("5.15", **_OLD),
@@ -110,15 +122,16 @@ ERAS: Mapping[str, Era] = {
                                "role_split": True}),
     "6.1": _preset("6.1", **{**_OLD, "efer_lme_resets": True, "new_pgd_uses_mmu_role": True,
                              "role_split": True}),
-    "6.4": _preset("6.4", role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
-                   tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
-                   cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True),
+    "6.4": _preset("6.4", **_64),
+    "6.12": _preset("6.12", **_64),
+    "6.18": _preset("6.18", **{**_64, "page_role_is_mirror": True}),
 }
 ERA_NAMES: tuple[str, ...] = tuple(ERAS)
 
 
 def era(name: "str | Era" = "6.4", **overrides: bool) -> Era:
-    """The preset ``name`` ("5.15", "5.18", "5.19", "6.1", "6.4") with flags overridden.
+    """The preset ``name`` ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18") with
+    flags overridden.
 
     An overridden era is named like ``6.1+cr0_wp_tdp_no_unload`` (or ``...-flag`` when a
     flag is turned off) so tables can print where a row comes from.  Unknown names or flags
