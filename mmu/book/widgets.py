@@ -12,13 +12,13 @@ from typing import Any
 import ipywidgets as W
 
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
-                               explore, render)
+                               cet_supported, explore, render)
 
 __all__ = ["RoleExplorer"]
 
 _GROUPS = (
     ("CR0", ("cr0_pg", "cr0_wp")),
-    ("CR4", ("cr4_pae", "cr4_pse", "cr4_la57", "cr4_smep", "cr4_smap", "cr4_pke")),
+    ("CR4", ("cr4_pae", "cr4_pse", "cr4_la57", "cr4_smep", "cr4_smap", "cr4_pke", "cr4_cet")),
     ("EFER", ("efer_lme", "efer_nx")),
     ("vCPU", ("smm", "guest_mode")),
     ("host", ("tdp", "tdp_mmu")),
@@ -72,6 +72,7 @@ class RoleExplorer:
                 for title, names in _GROUPS]
         rows.append(W.HBox(list(self.dropdowns.values())))
         self.controls = W.VBox(rows)
+        self._enable_cet(state.kernel)
         self.widget = W.VBox([self.controls, self.html])
         self.widget.add_class("role-explorer")
         self._show(explore(state))
@@ -80,7 +81,18 @@ class RoleExplorer:
     def _requested(self) -> ExplorerState:
         values = {n: w.value for n, w in self.checkboxes.items()}
         values.update({n: w.value for n, w in self.dropdowns.items()})
+        if not cet_supported(values["kernel"]):
+            # The CR4.CET box is disabled for kernels that reserve the bit (before 6.18):
+            # choosing such a kernel boots its guest without CET.
+            values["cr4_cet"] = False
         return dataclasses.replace(self.state, **values)
+
+    def _enable_cet(self, kernel: str) -> None:
+        """The CR4.CET control is usable only where the kernel lets a guest set it."""
+        box = self.checkboxes["cr4_cet"]
+        box.disabled = not cet_supported(kernel)
+        box.description = FLAG_LABELS["cr4_cet"] + ("" if not box.disabled else
+                                                    " (6.18+)")
 
     def _on_change(self, _change: dict) -> None:
         if not self._updating:
@@ -104,6 +116,9 @@ class RoleExplorer:
             self._updating = False
 
     def _show(self, res: ExplorerResult) -> None:
+        self._enable_cet(res.effective.kernel)
+        if self.checkboxes["cr4_cet"].value != res.effective.cr4_cet:
+            self._set_controls(res.effective)
         self.result = res
         self.view = render(res)
         self.html.value = self.view.html
@@ -121,6 +136,11 @@ class RoleExplorer:
         for name in values:
             if name not in fields:
                 raise ValueError(f"unknown control {name!r}: allowed {sorted(fields)}")
+        kernel = values.get("kernel", self.state.kernel)
+        if values.get("cr4_cet") is True and kernel in KERNELS and not cet_supported(kernel):
+            raise ValueError(f"cr4_cet=True: the CR4.CET control is disabled for Linux {kernel} "
+                             f"(KVM virtualizes CET from 6.18); allowed only with kernel "
+                             f"{[k for k in KERNELS if cet_supported(k)]}")
         self._set_controls(self._requested().replace(**values))   # checks types first
         self._update()
         return self.result

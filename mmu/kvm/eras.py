@@ -57,6 +57,21 @@ flag's note and are expressed with overrides.  Flags:
     computes; the flag decides only whether ``PageRole.from_word`` accepts bit 19 and
     whether role tables show the row (:meth:`mmu.kvm.roles.PageRole.layout`).
 
+``cet_virtualized``
+    The 6.18 CET virtualization series (Yang Weijiang, Sean Christopherson, Mathias Krause;
+    **6.18**).  Read in 6.18.2 against 6.12.19: ``CR4_RESERVED_BITS`` (kvm_host.h) no longer
+    includes ``X86_CR4_CET`` (``__cr4_reserved_bits`` in x86.h still reserves it when the
+    guest's CPUID has neither SHSTK nor IBT -- the model's guest has every CR4 feature);
+    ``kvm_set_cr0`` returns 1 (#GP) when CR0.WP is cleared while CR4.CET=1;
+    ``kvm_set_cr4`` returns 1 when CR4.CET=1 is written while CR0.WP=0; and
+    ``KVM_POSSIBLE_CR4_GUEST_BITS`` (kvm_cache_regs.h) gains ``X86_CR4_CET`` ("KVM: VMX: Make
+    CR4.CET a guest owned bit", Mathias Krause; d292035fb5d2 per the 6.18 KVM pull as quoted
+    in the kernel-currency audit, the id not seen here), so on VMX a CET toggle does
+    not exit -- with or without EPT, since ``set_cr4_guest_host_mask`` removes only the
+    TLB-flush and PDPTR bits without EPT.  The two WP/CET rules are architectural (SDM Vol.
+    3A 2.5, CR4.CET), so a guest-owned write that breaks them faults in the CPU without an
+    exit.  False (every earlier kernel): CR4.CET is a reserved bit, a write setting it #GPs.
+
 Not modelled: asynchronous zapping of invalidated TDP roots (a 2022 TDP MMU change whose
 release the fact sheet does not pin down -- UNVERIFIED), so there is no flag for it.
 """
@@ -82,6 +97,7 @@ class Era:
     cr0_wp_guest_owned: bool
     wp_refresh_in_permission_fault: bool
     page_role_is_mirror: bool = False
+    cet_virtualized: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The feature flags (everything but ``name``)."""
@@ -124,7 +140,7 @@ ERAS: Mapping[str, Era] = {
                              "role_split": True}),
     "6.4": _preset("6.4", **_64),
     "6.12": _preset("6.12", **_64),
-    "6.18": _preset("6.18", **{**_64, "page_role_is_mirror": True}),
+    "6.18": _preset("6.18", **{**_64, "page_role_is_mirror": True, "cet_virtualized": True}),
 }
 ERA_NAMES: tuple[str, ...] = tuple(ERAS)
 
