@@ -5,7 +5,8 @@ Three layers, one folder each:
 * ``mmu.x86``  -- the architecture (SDM): registers, memory, the page walker, the batch
   walker and the page-table builders; no KVM in it;
 * ``mmu.kvm``  -- KVM's MMU, split as arch/x86/kvm/ splits it: roles, legacy roles,
-  permissions, shadow pages, TDP, the root cache, the eras and the vCPU;
+  permissions, shadow pages, TDP, the root cache, the eras and the vCPU's parts
+  (register writes, MMU context, vendors, SMM, nesting);
 * ``mmu.book`` -- the textbook: views, widgets, exercises, workloads, the cost model and
   the series.
 
@@ -39,7 +40,7 @@ _LAZY = {
     "render_permissions_table": "kvm.permissions",
     "ShadowMMU": "kvm.shadow", "ShadowPage": "kvm.shadow", "Root": "kvm.shadow",
     "TdpMMU": "kvm.tdp", "TdpRoot": "kvm.tdp", "two_d_walk": "kvm.tdp",
-    "VCpu": "kvm.vcpu", "Vm": "kvm.vcpu", "GuestMmu": "kvm.vcpu",
+    "VCpu": "kvm.vcpu", "Vm": "kvm.vcpu", "GuestMmu": "kvm.nested",
     "Era": "kvm.eras", "era": "kvm.eras",
     "RootCache": "kvm.root_cache", "RootInfo": "kvm.root_cache",
 }

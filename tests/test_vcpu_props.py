@@ -43,46 +43,23 @@ from hypothesis import strategies as st
 
 from mmu.kvm import legacy, roles
 from mmu.kvm.eras import ERA_NAMES
-from mmu.x86.memory import GuestMemory
-from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0, CR4, EFER
 from mmu.kvm.root_cache import KVM_MMU_NUM_PREV_ROOTS
 from mmu.kvm.vcpu import MMU_KINDS, VENDORS, VCpu
+
+import vcpu_golden as golden
 
 CONFIGS = [(k, m, vnd) for k in ERA_NAMES for m in MMU_KINDS for vnd in VENDORS]
 MAXPHYADDR = 46
 STEPS = 60
 EXAMPLES = 25
 
-# -- guest memory: two PAE page-table trees, so PAE shadow roots have present PDPTEs -------
-PAE_BASES = (0x40_0000, 0x80_0000)
-
-
-def _memory() -> GuestMemory:
-    mem = GuestMemory()
-    for i, base in enumerate(PAE_BASES):
-        b = PageTableBuilder(mem, "PAE", table_base=base)
-        b.map(0x40_0000 * (i + 1), 0x100_0000, 0x1000)
-    return mem
-
-
-def _pae_cr3s() -> tuple[int, ...]:
-    mem = GuestMemory()
-    return tuple(PageTableBuilder(mem, "PAE", table_base=b).cr3 for b in PAE_BASES)
-
-
-# CR3 values: page-aligned ones, and ones sharing a frame with them but with other low
-# bits -- PWT (bit 3), PCD (bit 4), a PCID (bits 11:0 under CR4.PCIDE) -- whose roots are
-# one shadow page held by two pgds (test_same_gfn_two_pgds_then_unload).  1 << 46 and bit
-# 63 are above MAXPHYADDR (#GP unless bit 63 is stripped as NOFLUSH under CR4.PCIDE).
-CR3_POOL = (0, 0x1000, 0x2000, 0x5000, 0x20_0000) + _pae_cr3s() + (
-    0x5008, 0x5018, 0x2001, 0x20_0ABC, 1 << MAXPHYADDR, 1 << 63, (1 << 63) | 0x2000)
-
-
-CR0_BITS = [int(b) for b in (CR0.PE, CR0.MP, CR0.EM, CR0.TS, CR0.ET, CR0.NE, CR0.WP, CR0.AM,
-                             CR0.NW, CR0.CD, CR0.PG)]
-CR4_BITS = [int(b) for b in CR4]
-EFER_BITS = [int(b) for b in EFER]
+# Guest memory (two PAE trees), the CR3 pool and the register bits: shared with the golden
+# corpus (tests/vcpu_golden.py), whose sequences draw the same operations.
+_memory, _pae_cr3s = golden.memory, golden.pae_cr3s
+CR3_POOL, CR0_BITS, CR4_BITS, EFER_BITS = (golden.CR3_POOL, golden.CR0_BITS, golden.CR4_BITS,
+                                           golden.EFER_BITS)
+assert golden.MAXPHYADDR == MAXPHYADDR
 
 
 def _value(bits: list[int], width: int) -> st.SearchStrategy[int]:
@@ -93,7 +70,7 @@ def _value(bits: list[int], width: int) -> st.SearchStrategy[int]:
                      st.integers(0, (1 << 64) - 1))
 
 
-L2_SPECS = (None, "none", "32-bit", "PAE", "4-level", "5-level", "bad-pg-no-pe", "bad-lma")
+L2_SPECS = golden.L2_SPECS
 
 BAD_CALLS = (
     ("set_cr0", ("0x11",), TypeError), ("set_cr0", (1.5,), TypeError),
@@ -128,21 +105,7 @@ OPS = st.one_of(
 )
 
 
-def _l2_regs(spec: str, cr3: int) -> dict[str, int]:
-    pe_ne = int(CR0.ET | CR0.PE | CR0.NE)
-    table = {
-        "none": (pe_ne, 0, 0),
-        "32-bit": (pe_ne | int(CR0.PG | CR0.WP), int(CR4.PSE), 0),
-        "PAE": (pe_ne | int(CR0.PG | CR0.WP), int(CR4.PAE | CR4.SMEP), int(EFER.NXE)),
-        "4-level": (pe_ne | int(CR0.PG | CR0.WP), int(CR4.PAE | CR4.PKE),
-                    int(EFER.LME | EFER.LMA | EFER.NXE)),
-        "5-level": (pe_ne | int(CR0.PG), int(CR4.PAE | CR4.LA57 | CR4.SMAP),
-                    int(EFER.LME | EFER.LMA)),
-        "bad-pg-no-pe": (int(CR0.ET | CR0.PG), 0, 0),               # PG without PE
-        "bad-lma": (pe_ne, int(CR4.PAE), int(EFER.LME | EFER.LMA)),  # LMA without PG
-    }
-    cr0, cr4, efer = table[spec]
-    return dict(l2_cr0=cr0, l2_cr3=cr3, l2_cr4=cr4, l2_efer=efer)
+_l2_regs = golden.l2_regs
 
 
 # -- state snapshots --------------------------------------------------------------------

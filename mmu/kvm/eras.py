@@ -1,9 +1,10 @@
 """Kernel eras: which KVM MMU behaviour a given Linux version has.
 
 Each :class:`Era` is a frozen set of feature flags, one flag per kernel change that
-alters what a register write does to the MMU (facts §0.3, §3, §4, §9).  The vCPU model
-(:mod:`mmu.kvm.vcpu`) reads only these flags, never the version string, so any row of the
-published benchmark tables can be expressed by overriding flags on a preset::
+alters what a register write does to the MMU (facts §0.3, §3, §4, §9).  The vCPU's parts
+(:mod:`mmu.kvm.cr`, :mod:`mmu.kvm.mmu_context`, :mod:`mmu.kvm.vmx`, ...) read only these
+flags and the :class:`Era` methods that combine them, never the version string, so any
+row of the published benchmark tables can be expressed by overriding flags on a preset::
 
     era("6.1")                                   # v6.1 as released (and v6.1.23)
     era("6.1", cr0_wp_tdp_no_unload=True,        # v6.1.y after the May-2023 backport
@@ -113,6 +114,25 @@ class Era:
         """``KVM_MMU_EFER_ROLE_BITS`` of this era (mmu.h): LME|NX, or NX alone before d6174299365d."""
         from mmu.x86.regs import EFER
         return int(EFER.LME | EFER.NXE) if self.efer_lme_resets else int(EFER.NXE)
+
+    # The rules the vCPU parts ask about where flags combine with the vCPU's state: the
+    # parts call these instead of testing flags (or versions) themselves.
+    def post_set_cr0_wp_only(self, *, paging: bool, tdp: bool) -> "str | None":
+        """What ``kvm_post_set_cr0`` (x86.c) does when CR0.WP is the only changed bit:
+        "ignore" with paging off (e40bcf9f3a18), "init_mmu" with TDP (01b31714bd90:
+        ``kvm_init_mmu`` without unloading the roots), or None: the common path (a role
+        bit changed, ``kvm_mmu_reset_context``)."""
+        if self.ignore_wp_nonpaging and not paging:
+            return "ignore"
+        if self.cr0_wp_tdp_no_unload and tdp:
+            return "init_mmu"
+        return None
+
+    def refreshes_passthrough_bits(self, *, tdp: bool) -> bool:
+        """Whether an emulated permission check first re-reads the guest-owned CR0.WP
+        (``kvm_mmu_refresh_passthrough_bits``, mmu.h, 6.4): only with TDP (without it WP
+        is never guest-owned) and the split roles (the bit lives in ``cpu_role``)."""
+        return self.wp_refresh_in_permission_fault and tdp and self.role_split
 
 
 FLAG_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Era) if f.name != "name")
