@@ -12,7 +12,8 @@ Kernel counterparts (mmu.c and mmu.h; 6.4 read for the details, era differences 
   :meth:`MmuContext.kvm_mmu_unload` -- ``kvm_mmu_free_roots(KVM_MMU_ROOTS_ALL)`` on
   root_mmu, then on guest_mmu; ``mmu_free_root_page`` / ``kvm_tdp_mmu_put_root``
   (TDP MMU roots are kept until invalidated since edbdb43fc96b, 6.4: ``tdp_root_preserved``);
-* :meth:`MmuContext.kvm_mmu_load` -- ``kvm_mmu_load``: ``kvm_tdp_mmu_get_vcpu_root_hpa``,
+* :meth:`MmuContext.kvm_mmu_load` -- ``kvm_mmu_load``: ``kvm_tdp_mmu_get_vcpu_root_hpa``
+  (``kvm_tdp_mmu_alloc_root`` from 6.9, :meth:`mmu.kvm.eras.Era.kernel_name`),
   ``mmu_alloc_direct_roots`` or ``mmu_alloc_shadow_roots`` by MMU kind and
   ``root_role.direct``; :meth:`MmuContext.kvm_mmu_reload` (mmu.h) loads only an invalid root;
 * :meth:`MmuContext.kvm_mmu_new_pgd` -- ``kvm_mmu_new_pgd`` -> ``fast_pgd_switch`` over the
@@ -22,7 +23,11 @@ Kernel counterparts (mmu.c and mmu.h; 6.4 read for the details, era differences 
 * :meth:`MmuContext.kvm_mmu_refresh_passthrough_bits` -- the 6.4 refresh of the
   guest-owned CR0.WP before an emulated permission check (mmu.h
   ``kvm_mmu_refresh_passthrough_bits``, mmu.c ``__kvm_mmu_refresh_passthrough_bits``;
-  :meth:`mmu.kvm.eras.Era.refreshes_passthrough_bits`).
+  :meth:`mmu.kvm.eras.Era.refreshes_passthrough_bits`);
+* :meth:`MmuContext.kvm_set_cpuid` -- ``KVM_SET_CPUID2`` before the first run:
+  ``kvm_mmu_after_set_cpuid`` invalidates the roles (zeroing ``root_role.word`` in
+  5.19-6.8, setting ``root_role.invalid`` from 6.9: era flag
+  ``cpuid_invalidates_root_role``) and resets the context.
 
 Three MMU set-ups, as in the published benchmarks (facts §9): ``"tdp"`` (EPT/NPT with
 the TDP MMU: roots from :class:`mmu.kvm.tdp.TdpMMU`, looked up by role), ``"legacy"``
@@ -200,7 +205,7 @@ class MmuContext(RootSlots):
         if self.kind == "tdp":
             root, created = self.vm.tdp.get_root(role)
             created, reused = int(bool(created)), int(not created)
-            how = "kvm_tdp_mmu_get_vcpu_root_hpa"
+            how = self.era.kernel_name("kvm_tdp_mmu_get_vcpu_root_hpa")
             pgd = 0
         elif role.direct:
             root, created, reused = self.vm.shadow.alloc_direct_roots(role)
@@ -231,6 +236,45 @@ class MmuContext(RootSlots):
             what = ("all PDPTEs not present: pae_root holds 4 invalid entries, no shadow "
                     "page created or reused")
         self._event(f"kvm_mmu_load: {outcome}", f"{how}: {what}; hpa={root.hpa:#x}")
+
+    def kvm_set_cpuid(self) -> None:
+        """Host userspace's ``KVM_SET_CPUID2`` on a vCPU that has not run yet:
+        ``kvm_vcpu_after_set_cpuid`` -> ``kvm_mmu_after_set_cpuid`` (mmu.c), which marks
+        the roles stale -- CPUID feeds the reserved-bit masks, which the role words do not
+        capture -- and then calls ``kvm_mmu_reset_context``, so the next ``kvm_init_mmu``
+        cannot return early.
+
+        How the root role is marked is what the eras differ in (read in 6.4.6 and 6.12.19
+        ``kvm_mmu_after_set_cpuid``): 5.19-6.8 zero ``root_role.word`` ("a zero root role
+        is impossible: level is never 0", 7a458f0e1ba1); 6.9+ set ``root_role.invalid = 1``
+        instead, because the zeroed ``direct`` bit made ``kvm_mmu_free_roots`` treat a TDP
+        MMU root as a shadow one (era flag ``cpuid_invalidates_root_role``).  Both clear
+        ``cpu_role.ext.valid``; <= 5.18 cleared the single ``mmu_role.ext.valid``.  The
+        model has one MMU context here (guest_mmu and nested_mmu get the same marking in
+        the kernel).  Since 5.16 a *different* CPUID after ``KVM_RUN`` is refused and an
+        identical one changes nothing (``kvm_cpuid_check_equal``), so calling this after the
+        vCPU has run raises ValueError."""
+        if self.step or self.stats["mmu_loads"]:
+            raise ValueError("kvm_set_cpuid: allowed only before the vCPU first runs (no "
+                             "guest operation or root load yet); after KVM_RUN KVM refuses "
+                             "a different CPUID and an identical one changes nothing")
+        if self.era.role_split:
+            old = self._root_role
+            if self.era.cpuid_invalidates_root_role:
+                self._root_role = old.replace(invalid=1)
+                how = "root_role.invalid = 1"
+            else:
+                self._root_role = type(old)()
+                how = "root_role.word = 0"
+            self._cpu_role = self._cpu_role.replace(ext=self._cpu_role.ext.replace(valid=0))
+            self._event("kvm_mmu_after_set_cpuid",
+                        f"{how}: root_role {old.word:#x} -> {self._root_role.word:#x}; "
+                        f"cpu_role.ext.valid = 0")
+        else:
+            self.mmu_role = self.mmu_role.replace(ext=self.mmu_role.ext.replace(valid=0))
+            self._event("kvm_mmu_after_set_cpuid", "mmu_role.ext.valid = 0")
+        self.stats["cpuid_updates"] += 1
+        self.kvm_mmu_reset_context()
 
     def kvm_mmu_reload(self) -> None:
         """``kvm_mmu_reload`` on guest entry: load only when the root of
