@@ -4,7 +4,7 @@ Kernel counterparts (Linux 6.x; 6.4 read for the details): ``arch/x86/kvm/mmu/mm
 (``kvm_mmu_get_shadow_page`` = ``kvm_mmu_find_shadow_page`` + ``kvm_mmu_alloc_shadow_page``,
 ``mmu_alloc_root``, ``mmu_alloc_direct_roots``, ``mmu_alloc_shadow_roots``,
 ``mmu_free_root_page``, ``account_shadowed``, ``mmu_try_to_unsync_pages``,
-``kvm_mmu_prepare_zap_page``, ``kvm_mmu_zap_all_fast``, ``kvm_mmu_track_write``) and
+``kvm_mmu_prepare_zap_page``, ``kvm_mmu_zap_all_fast``, ``kvm_mmu_pte_write``) and
 ``paging_tmpl.h`` (``FNAME(page_fault)``, ``FNAME(fetch)``, ``FNAME(protect_clean_gpte)``).
 5.18/5.19 had one ``kvm_mmu_get_page(vcpu, gfn, gaddr, level, direct, access)`` instead of the
 find/alloc split and built child roles from the root role; the *results* modelled here (which
@@ -38,7 +38,7 @@ Model choices, each documented where it is made:
   remote TLB flushes or MMU-lock concerns.
 * **Guest writes.**  The guest's own writes to its page tables are modelled by
   :meth:`ShadowMMU.guest_write` (what happens after the write-protection fault: the
-  emulator's write plus ``kvm_mmu_track_write``, or a direct write into an unsync page).
+  emulator's write plus ``kvm_mmu_pte_write``, or a direct write into an unsync page).
 * **Invalid pages leave the hash.**  The kernel leaves a zapped root that vCPUs still
   reference in its hash bucket (marked ``role.invalid``, skipped by lookups) until the last
   reference goes.  The model moves it from :attr:`ShadowMMU.hash` to

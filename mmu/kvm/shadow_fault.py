@@ -299,7 +299,7 @@ class ShadowFaults:
         """The guest writes ``data`` at ``gpa``; keep the shadow pages of that gfn honest.
 
         If the gfn is write-protected (shadowed by a synced page with gptes), the write
-        faulted and was emulated: memory is written, then ``kvm_mmu_track_write`` runs for
+        faulted and was emulated: memory is written, then ``kvm_mmu_pte_write`` runs for
         every valid page with gptes: a misaligned write, or the 3rd write in a row to a page
         (``detect_write_flooding``), zaps the whole page; otherwise the SPTEs made from the
         written gpte(s) are dropped (``mmu_page_zap_pte``; a child page is unlinked).
@@ -324,7 +324,7 @@ class ShadowFaults:
         n = 0
         if trapped:
             self.stats["emulated"] += 1
-        # kvm_mmu_track_write walks every valid page with gptes, unsync ones included.
+        # kvm_mmu_pte_write walks every valid page with gptes, unsync ones included.
         for sp in (sps if trapped else ()):
             if sp.role.invalid:                 # zapped earlier in this loop
                 continue
