@@ -11,21 +11,22 @@ from mmu.x86.regs import EFER
 # is_mirror (bit 19) is 6.14: read in the 6.18.2 kvm_host.h, absent from 6.4.6 and 6.12.19.
 # CET (6.18): CR4_RESERVED_BITS in 6.18.2 kvm_host.h lacks X86_CR4_CET, 6.12.19's has it.
 # 6.9 (read in 6.12.19 against 6.4.6): mmu_alloc_direct_roots calls kvm_tdp_mmu_alloc_root
-# (alloc), and kvm_mmu_after_set_cpuid sets root_role.invalid (cpuid).
+# (alloc), and kvm_mmu_after_set_cpuid sets root_role.invalid (cpuid).  6.6: 6.12.19's
+# mmu_alloc_shadow_roots loads kvm_mmu_get_dummy_root() where 6.4.6 calls mmu_check_root.
 EXPECTED = {
-    #        split  lme    newpgd preserve nounload nonpg  owned  refresh mirror cet    alloc  cpuid
-    "5.15": (False, False, False, False,   False,   False, False, False,  False, False, False, False),
-    "5.18": (False, True,  True,  False,   False,   False, False, False,  False, False, False, False),
-    "5.19": (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False),
-    "6.1":  (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False),
-    "6.4":  (True,  True,  True,  True,    True,    True,  True,  True,   False, False, False, False),
-    "6.12": (True,  True,  True,  True,    True,    True,  True,  True,   False, False, True,  True),
-    "6.18": (True,  True,  True,  True,    True,    True,  True,  True,   True,  True,  True,  True),
+    #        split  lme    newpgd preserve nounload nonpg  owned  refresh mirror cet    alloc  cpuid  dummy
+    "5.15": (False, False, False, False,   False,   False, False, False,  False, False, False, False, False),
+    "5.18": (False, True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "5.19": (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "6.1":  (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "6.4":  (True,  True,  True,  True,    True,    True,  True,  True,   False, False, False, False, False),
+    "6.12": (True,  True,  True,  True,    True,    True,  True,  True,   False, False, True,  True,  True),
+    "6.18": (True,  True,  True,  True,    True,    True,  True,  True,   True,  True,  True,  True,  True),
 }
 ORDER = ("role_split", "efer_lme_resets", "new_pgd_uses_mmu_role", "tdp_root_preserved",
          "cr0_wp_tdp_no_unload", "ignore_wp_nonpaging", "cr0_wp_guest_owned",
          "wp_refresh_in_permission_fault", "page_role_is_mirror", "cet_virtualized",
-         "tdp_root_alloc_read_lock", "cpuid_invalidates_root_role")
+         "tdp_root_alloc_read_lock", "cpuid_invalidates_root_role", "shadow_dummy_root")
 
 
 def test_flag_names_are_the_documented_ones():

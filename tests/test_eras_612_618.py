@@ -320,3 +320,79 @@ def test_explorer_transitions_agree_across_6_4_6_12_6_18():
                 (ref.outcome, ref.writes, ref.cpu_role.as_u64, ref.root_role.word), (k, a, b)
             assert [e.replace("kvm_tdp_mmu_alloc_root", "kvm_tdp_mmu_get_vcpu_root_hpa")
                     for e in r.events] == list(ref.events), (k, a, b)
+
+
+# --- 6.6: a CR3 outside every memslot under shadow paging ([K64] / [K612] mmu.c) -------------
+RAM = 16 << 20          # one 16 MiB memslot: gfns 0 .. 0xfff are visible
+FAR_CR3 = 0x200_0000    # gfn 0x2000: outside it
+
+
+@pytest.mark.parametrize("kernel", ["5.15", "5.18", "5.19", "6.1", "6.4"])
+def test_cr3_outside_memory_is_a_triple_fault_before_6_6(kernel):
+    # [K64] mmu_alloc_shadow_roots -> mmu_check_root: !kvm_vcpu_is_visible_gfn(root_gfn)
+    # -> KVM_REQ_TRIPLE_FAULT; no root.  The vCPU's run ends (KVM_EXIT_SHUTDOWN).
+    v = VCpu(kernel=kernel, mmu="shadow", ram_size=RAM)
+    v.boot_long_mode(cr3=0x100000)
+    v.enter()
+    r = v.set_cr3(FAR_CR3)
+    assert any("mmu_check_root: CR3 gfn 0x2000 is outside every memslot: "
+               "KVM_REQ_TRIPLE_FAULT" in str(e) for e in r.events)
+    assert v.shut_down and not v.cache.root.valid and v.stats["triple_faults"] == 1
+    with pytest.raises(ValueError, match="shut down after a triple fault"):
+        v.set_cr3(0x100000)
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.18"])
+def test_cr3_outside_memory_gets_the_dummy_root_from_6_6(kernel):
+    # [K612] mmu_alloc_shadow_roots: root.hpa = kvm_mmu_get_dummy_root(); no shadow page.
+    # fast_pgd_switch then frees it first (root_to_sp() is NULL) and the old root, kept in
+    # prev_roots[0] by the miss, is found again.
+    v = VCpu(kernel=kernel, mmu="shadow", ram_size=RAM)
+    v.boot_long_mode(cr3=0x100000)
+    v.enter()
+    built = v.stats["roots_created"]
+    r = v.set_cr3(FAR_CR3)
+    assert r.ok and not v.shut_down
+    assert any(e.func == "kvm_mmu_load: dummy root" for e in r.events)
+    assert v.cache.root.hpa == 0 and v.stats["dummy_roots"] == 1        # the zero page
+    assert v.stats["roots_created"] == built                            # no shadow page
+    r = v.set_cr3(0x100000)
+    funcs = [e.func for e in r.events]
+    assert "kvm_mmu_free_roots" in funcs and "fast_pgd_switch: prev_roots[0] hit" in funcs
+
+
+def _pae_guest_with_far_pdpte(kernel):
+    from mmu.x86.memory import GuestMemory
+    mem = GuestMemory()
+    # PDPT at 0x5000: PDPTE 0 -> PD at 0x6000 (visible), PDPTE 1 -> PD at 0x300_0000 (gfn
+    # 0x3000, outside the 16 MiB slot); bit 0 = present.
+    mem.write_u64(0x5000, 0x6000 | 1)
+    mem.write_u64(0x5008, 0x300_0000 | 1)
+    v = VCpu(mem, kernel=kernel, mmu="shadow", ram_size=RAM)
+    res = v.boot_protected(pae=True, cr3=0x5000)
+    return v, res[-1]
+
+
+def test_pae_pdpte_outside_memory_per_era():
+    # [K64]: mmu_check_root(pdptrs[i] >> PAGE_SHIFT) -> triple fault.
+    v, r = _pae_guest_with_far_pdpte("6.4")
+    assert v.shut_down and any("PDPTE 1 gfn 0x3000" in str(e) for e in r.events)
+    # [K612]: an invisible PDPTE is zeroed: not present; the PAE root has one page (entry 0).
+    v, r = _pae_guest_with_far_pdpte("6.12")
+    assert not v.shut_down
+    assert any("PDPTE 1 points at gfn 0x3000" in str(e) for e in r.events)
+    pages = v.root_object.pae_sps
+    assert pages[0] is not None and pages[1:] == (None, None, None)
+
+
+def test_a_fault_on_the_dummy_root_asks_for_a_new_root():
+    # 6.6+ FNAME(fetch) ([K612] paging_tmpl.h): on a dummy root, request
+    # KVM_REQ_MMU_FREE_OBSOLETE_ROOTS and retry.  (The model's walker reads the guest's
+    # tables wherever they are; the kernel's would find no memslot behind FAR_CR3.)
+    from mmu.x86.pagetable import PageTableBuilder
+    v = VCpu(kernel="6.12", mmu="shadow", ram_size=RAM)
+    b = PageTableBuilder(v.mem, "4-level", table_base=FAR_CR3)
+    b.map(0x40_0000, 0x10_0000, 0x1000)
+    v.boot_long_mode(cr3=b.cr3)
+    out = v.vm.shadow.page_fault(v.root_object, v.regs, v.cpu_role, 0x40_0000, "read")
+    assert out.retry and "dummy root" in out.reason

@@ -92,6 +92,16 @@ flag's note and are expressed with overrides.  Flags:
     and call ``kvm_mmu_reset_context``, so the roles after KVM_SET_CPUID2 are the same;
     what differs is the root role in between (:meth:`mmu.kvm.mmu_context.MmuContext.kvm_set_cpuid`).
 
+``shadow_dummy_root``
+    "KVM: x86/mmu: Use dummy root, backed by zero page, for !visible guest roots" (Sean
+    Christopherson, in the **6.6** MMU pull).  With shadow paging, a guest CR3 whose gfn is in
+    no memslot: 6.4.6 ``mmu_alloc_shadow_roots`` -> ``mmu_check_root`` requests
+    ``KVM_REQ_TRIPLE_FAULT`` (the vCPU shuts down); 6.12.19 installs
+    ``kvm_mmu_get_dummy_root()`` (the zero page, no shadow page) and the guest runs on.  A PAE
+    PDPTE pointing outside every memslot: triple fault before, treated as not present since.
+    Visible only on a VM made with ``ram_size`` (:class:`mmu.kvm.vcpu.Vm`); by default every
+    gfn below MAXPHYADDR is in the VM's one memslot.
+
 Dated but not modelled (no operation of the model reaches them; ``docs/eras.md``):
 
 * asynchronous zapping of invalidated TDP roots: 22b94c4b63eb "KVM: x86/mmu: Zap
@@ -110,10 +120,6 @@ Dated but not modelled (no operation of the model reaches them; ``docs/eras.md``
   "KVM: x86/mmu: Exempt nested EPT page tables from !USER, CR0.WP=0 logic"; 6.18.2
   ``FNAME(page_fault)`` compiles it out for ``PTTYPE_EPT``, 6.12.19 does not): the model's
   nested-TDP guest_mmu never takes a fault;
-* the dummy root for a guest CR3 outside every memslot (6.6, "KVM: x86/mmu: Use dummy
-  root, backed by zero page, for !visible guest roots"; 6.4.6 ``mmu_check_root`` requests a
-  triple fault, 6.12.19 ``mmu_alloc_shadow_roots`` installs ``kvm_mmu_get_dummy_root()``):
-  the model's guest memory covers every address below MAXPHYADDR.
 """
 from __future__ import annotations
 
@@ -140,6 +146,7 @@ class Era:
     cet_virtualized: bool = False
     tdp_root_alloc_read_lock: bool = False
     cpuid_invalidates_root_role: bool = False
+    shadow_dummy_root: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The feature flags (everything but ``name``)."""
@@ -213,8 +220,9 @@ _64 = dict(role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
            tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
            cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True)
 
-#: 6.12 = 6.4 plus the 6.9 TDP-root and CPUID changes (docs/eras.md).
-_612 = dict(_64, tdp_root_alloc_read_lock=True, cpuid_invalidates_root_role=True)
+#: 6.12 = 6.4 plus the 6.6 dummy root and the 6.9 TDP-root and CPUID changes (docs/eras.md).
+_612 = dict(_64, shadow_dummy_root=True, tdp_root_alloc_read_lock=True,
+            cpuid_invalidates_root_role=True)
 
 #: The presets, by mainline release.
 ERAS: Mapping[str, Era] = {

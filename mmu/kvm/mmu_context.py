@@ -24,6 +24,10 @@ Kernel counterparts (mmu.c and mmu.h; 6.4 read for the details, era differences 
   guest-owned CR0.WP before an emulated permission check (mmu.h
   ``kvm_mmu_refresh_passthrough_bits``, mmu.c ``__kvm_mmu_refresh_passthrough_bits``;
   :meth:`mmu.kvm.eras.Era.refreshes_passthrough_bits`);
+* the memslot checks of ``mmu_alloc_shadow_roots`` (VMs with ``ram_size``): a CR3 or PAE
+  PDPTE outside the memslot is a triple fault up to 6.5 (``mmu_check_root``); from 6.6 the
+  CR3 gets the dummy root and the PDPTE counts as not present (era flag
+  ``shadow_dummy_root``);
 * :meth:`MmuContext.kvm_set_cpuid` -- ``KVM_SET_CPUID2`` before the first run:
   ``kvm_mmu_after_set_cpuid`` invalidates the roles (zeroing ``root_role.word`` in
   5.19-6.8, setting ``root_role.invalid`` from 6.9: era flag
@@ -42,7 +46,11 @@ from typing import Any
 from mmu.kvm.root_cache import KVM_MMU_ROOTS_ALL, RootCache, RootInfo
 from mmu.x86.regs import CR0, Regs
 
-__all__ = ["RootSlots", "MmuContext"]
+__all__ = ["RootSlots", "MmuContext", "DUMMY_ROOT_HPA"]
+
+#: The dummy root's hpa: the host zero page (``kvm_mmu_get_dummy_root``, 6.6+); the model
+#: puts it at host address 0, where no shadow page or TDP table ever is.
+DUMMY_ROOT_HPA = 0
 
 
 class RootSlots:
@@ -119,6 +127,8 @@ class MmuContext(RootSlots):
                                                              if preserve else ""))))
             if gone:
                 self.stats["roots_freed"] += 1
+        elif hpa == DUMMY_ROOT_HPA:
+            self._event("kvm_mmu_free_roots", "the dummy root: nothing to clean up (6.6+)")
         else:
             self.vm.shadow.put_root(root)
             self._event("mmu_free_root_page", f"hpa={hpa:#x}: --root_count; the page stays "
@@ -212,8 +222,14 @@ class MmuContext(RootSlots):
             how = "mmu_alloc_direct_roots"
             pgd = 0
         else:
+            pdptrs = self._visible_pdptrs()
+            if pdptrs is False:
+                return
+            if pdptrs is True:
+                self._load_dummy_root(role)
+                return
             root, created, reused = self.vm.shadow.alloc_shadow_roots(
-                self._cpu_role, role, self.regs.cr3)
+                self._cpu_role, role, self.regs.cr3, pdptrs)
             how = "mmu_alloc_shadow_roots"
             pgd = self.regs.cr3
         created, reused = int(created), int(reused)
@@ -236,6 +252,64 @@ class MmuContext(RootSlots):
             what = ("all PDPTEs not present: pae_root holds 4 invalid entries, no shadow "
                     "page created or reused")
         self._event(f"kvm_mmu_load: {outcome}", f"{how}: {what}; hpa={root.hpa:#x}")
+
+    def _visible_pdptrs(self):
+        """The memslot checks of ``mmu_alloc_shadow_roots`` for ``root_mmu`` (6.4.6 and
+        6.12.19 read): the guest's root gfn (CR3, or a PAE guest's PDPT) and, for PAE, every
+        present PDPTE must be in a memslot (:meth:`mmu.kvm.vcpu.Vm.gfn_visible`).
+
+        Up to 6.5 ``mmu_check_root`` turns a miss into ``KVM_REQ_TRIPLE_FAULT``: returns
+        False after shutting the vCPU down.  From 6.6 (era flag ``shadow_dummy_root``) an
+        invisible root gfn gets the dummy root (returns True) and an invisible PDPTE is
+        treated as not present.  Otherwise returns the PDPTEs to use (None: read them)."""
+        if self.vm.ram_size is None:
+            return None
+        glevel = self._cpu_role.base.level
+        root_gfn = (self.regs.cr3 & ((1 << 52) - 1) & ~0xFFF) >> 12
+        bad = None if self.vm.gfn_visible(root_gfn) else ("CR3", root_gfn)
+        pdptrs = None
+        if bad is None and glevel == 3:
+            base = self.regs.cr3 & 0xFFFF_FFE0
+            pdptrs = [self.mem.read_u64(base + 8 * i) for i in range(4)]
+            for i, p in enumerate(pdptrs):
+                gfn = (p & ((1 << 52) - 1) & ~0xFFF) >> 12
+                if p & 1 and not self.vm.gfn_visible(gfn):
+                    if not self.era.shadow_dummy_root:
+                        bad = (f"PDPTE {i}", gfn)
+                        break
+                    self._event("mmu_alloc_shadow_roots", f"PDPTE {i} points at gfn {gfn:#x}, "
+                                "outside every memslot: treated as not present (6.6+)")
+                    pdptrs[i] = 0
+        if bad is None:
+            return pdptrs
+        if self.era.shadow_dummy_root:
+            return True
+        what, gfn = bad
+        self.stats["triple_faults"] += 1
+        self._event("mmu_check_root", f"{what} gfn {gfn:#x} is outside every memslot: "
+                                      "KVM_REQ_TRIPLE_FAULT; no root is loaded")
+        self.shut_down = True
+        self._event("KVM_EXIT_SHUTDOWN", "the triple fault ends the vCPU's run"
+                    + (" (in L2, KVM would exit to L1 instead; not modelled)"
+                       if self.guest_mode else "") + "; the VMM must reset it")
+        return False
+
+    def _load_dummy_root(self, role) -> None:
+        """6.6+ ``mmu_alloc_shadow_roots`` for a CR3 outside every memslot:
+        ``mmu->root.hpa = kvm_mmu_get_dummy_root()``, the zero page -- no shadow page, so
+        ``root_to_sp`` is NULL and ``fast_pgd_switch`` frees it before any search, like the
+        PAE root; a fault on it asks for a new root (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``)."""
+        from mmu.kvm.shadow import Root
+        root = Root(DUMMY_ROOT_HPA, role, None, ())
+        self._roots[root.hpa] = root
+        self._root_refs[root.hpa] += 1
+        self.cache.root = RootInfo(self.regs.cr3, root.hpa)
+        self.stats["dummy_roots"] += 1
+        gfn = (self.regs.cr3 & ((1 << 52) - 1) & ~0xFFF) >> 12
+        self._event("kvm_mmu_load: dummy root",
+                    f"mmu_alloc_shadow_roots: CR3 gfn {gfn:#x} is outside every memslot: "
+                    f"kvm_mmu_get_dummy_root() (the zero page, no shadow page); "
+                    f"hpa={root.hpa:#x}")
 
     def kvm_set_cpuid(self) -> None:
         """Host userspace's ``KVM_SET_CPUID2`` on a vCPU that has not run yet:
@@ -299,10 +373,12 @@ class MmuContext(RootSlots):
         role = self._root_role
         if not self.era.new_pgd_uses_mmu_role:
             role = self._compute_roles(self.regs)[2]
+        dummy = self.cache.root.valid and self.cache.root.hpa == DUMMY_ROOT_HPA
         res = self.cache.fast_pgd_switch(new_pgd, role)
         if res.freed_special:
-            self._event("fast_pgd_switch", "current root has no shadow page (PAE root): "
-                                           "freed before the search")
+            self._event("fast_pgd_switch", "current root has no shadow page ("
+                        + ("the dummy root, root_to_sp() is NULL" if dummy else "PAE root")
+                        + "): freed before the search")
         self._report_switch(res, new_pgd, "")
 
     def _report_switch(self, res, new_pgd: int, mmu: str) -> None:
