@@ -53,6 +53,11 @@ __all__ = ["RootSlots", "MmuContext", "DUMMY_ROOT_HPA"]
 DUMMY_ROOT_HPA = 0
 
 
+def _gfn(addr: int) -> int:
+    """The gfn in a CR3 or PDPTE value (``__PT_BASE_ADDR_MASK``, bits 51:12)."""
+    return (addr & ((1 << 52) - 1)) >> 12
+
+
 class RootSlots:
     """``root`` and ``prev_roots`` of one ``struct kvm_mmu`` (a :class:`RootCache` in
     ``cache``), the root objects behind their hpas and the references the slots hold
@@ -265,14 +270,14 @@ class MmuContext(RootSlots):
         if self.vm.ram_size is None:
             return None
         glevel = self._cpu_role.base.level
-        root_gfn = (self.regs.cr3 & ((1 << 52) - 1) & ~0xFFF) >> 12
+        root_gfn = _gfn(self.regs.cr3)
         bad = None if self.vm.gfn_visible(root_gfn) else ("CR3", root_gfn)
         pdptrs = None
         if bad is None and glevel == 3:
             base = self.regs.cr3 & 0xFFFF_FFE0
             pdptrs = [self.mem.read_u64(base + 8 * i) for i in range(4)]
             for i, p in enumerate(pdptrs):
-                gfn = (p & ((1 << 52) - 1) & ~0xFFF) >> 12
+                gfn = _gfn(p)
                 if p & 1 and not self.vm.gfn_visible(gfn):
                     if not self.era.shadow_dummy_root:
                         bad = (f"PDPTE {i}", gfn)
@@ -305,7 +310,7 @@ class MmuContext(RootSlots):
         self._root_refs[root.hpa] += 1
         self.cache.root = RootInfo(self.regs.cr3, root.hpa)
         self.stats["dummy_roots"] += 1
-        gfn = (self.regs.cr3 & ((1 << 52) - 1) & ~0xFFF) >> 12
+        gfn = _gfn(self.regs.cr3)
         self._event("kvm_mmu_load: dummy root",
                     f"mmu_alloc_shadow_roots: CR3 gfn {gfn:#x} is outside every memslot: "
                     f"kvm_mmu_get_dummy_root() (the zero page, no shadow page); "
