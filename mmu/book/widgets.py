@@ -56,7 +56,7 @@ class RoleExplorer:
         self.dropdowns = {
             "kernel": W.Dropdown(options=[(f"Linux {k}", k) for k in KERNELS],
                                  value=state.kernel, description="kernel",
-                                 layout=W.Layout(width="170px")),
+                                 layout=W.Layout(width="190px")),
             "vendor": W.Dropdown(options=[("Intel (VMX, EPT)", "intel"),
                                           ("AMD (SVM, NPT)", "amd")],
                                  value=state.vendor, description="vendor",
