@@ -447,3 +447,36 @@ def test_bad_arguments():
     # A CR3 that MOV to CR3 would refuse (bits at or above MAXPHYADDR) is refused, as walk() does.
     with pytest.raises(ValueError, match="cr3"):
         walk_many(mem, make_regs("4-level", cr3=1 << 40), [0], "read", maxphyaddr=40)
+
+
+# The one integer rule (mmu.x86.bits.check_int) for both twins: any integer type, numpy's
+# included, is taken as its value; bool and float are refused with a TypeError naming the
+# argument.  Issue 14 A1: walk refused np.int64 while walk_many took it.
+@pytest.mark.parametrize("gva", [np.int64(0x80_4020_3456), np.uint64(0x80_4020_3456),
+                                 np.int32(0x4020_3456), np.uint64(0xFFFF_8000_0000_1000)])
+def test_a1_walk_and_walk_many_take_numpy_integers_alike(gva):
+    mem = GuestMemory()
+    for table, entry in ((0x1008, 0x2007), (0x2008, 0x3007), (0x3008, 0x4007),
+                         (0x4018, 0x9007)):
+        mem.write_u64(table, entry)          # gva 0x80_4020_3456 -> 0x9456 (indices 1,1,1,3)
+    regs = make_regs("4-level", cr3=0x1000)
+    one = walk(mem, regs, gva, "read", cpl=np.int8(3), maxphyaddr=np.int64(46))
+    many = walk_many(mem, regs, [gva], "read", cpl=np.int8(3), maxphyaddr=np.int64(46))
+    assert one.gpa == (many.gpa[0] if many.ok[0] else None)
+    assert one.ok == bool(many.ok[0])
+    if int(gva) == 0x80_4020_3456:
+        assert one.gpa == 0x9456
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, 4096.0, np.float64(4096), "0x1000", None])
+def test_a1_walk_and_walk_many_refuse_the_same_values(bad):
+    mem, regs = GuestMemory(), make_regs("4-level", cr3=0x1000)
+    with pytest.raises(TypeError, match="gva"):
+        walk(mem, regs, bad, "read")
+    with pytest.raises(TypeError, match=r"gvas\[0\]"):
+        walk_many(mem, regs, [bad], "read")
+    for name, kw in (("cpl", {"cpl": bad}), ("maxphyaddr", {"maxphyaddr": bad})):
+        with pytest.raises(TypeError, match=name):
+            walk(mem, regs, 0, "read", **kw)
+        with pytest.raises(TypeError, match=name):
+            walk_many(mem, regs, [0], "read", **kw)

@@ -377,8 +377,8 @@ def test_each_bug_differs_only_in_its_field():
     from mmu.x86.regs import make_regs
     from mmu.kvm.roles import cpu_role, shadow_root_role
     regs = [make_regs(m, wp=wp, nx=nx, smep=sm, smap=sa)
-            for m in ("none", "32-bit", "PAE", "4-level") for wp in (0, 1) for nx in (0, 1)
-            for sm in (0, 1) for sa in (0, 1)]
+            for m in ("none", "32-bit", "PAE", "4-level") for wp in (False, True)
+            for nx in (False, True) for sm in (False, True) for sa in (False, True)]
     for field, fn in cr0_wp.BUGGY_ROOT_ROLES.items():
         differing = set()
         for r in regs:

@@ -7,7 +7,7 @@ import pytest
 
 from mmu import GuestMemory, PagingMode
 from mmu.x86.pagetable import EptBuilder, PageTableBuilder
-from mmu.x86.walker import ept_walk, walk
+from mmu.x86.walker import EptMisconfig, EptViolation, ept_walk, walk
 
 P, W, U, A, D, PS, G = 1, 2, 4, 0x20, 0x40, 0x80, 0x100
 XD = 1 << 63
@@ -170,3 +170,100 @@ def test_ept_builder_refusals():
         e.map((1 << 48) - 0x1000, 0, 0x2000)
     with pytest.raises(ValueError, match="levels"):
         EptBuilder(GuestMemory(), levels=3)
+
+
+# ---------------------------------------------------------------------------
+# Issue 14: a refused map changes nothing; page_size follows the int rule; EPT execute-only
+# ---------------------------------------------------------------------------
+
+def _snapshot(mem: GuestMemory, b) -> tuple:
+    """Everything a refused call must leave alone: memory (bytes, which frames exist, the
+    write counter) and the builder's allocator (frames handed out, the next one)."""
+    return mem.copy(), sorted(mem.frame_numbers()), mem.writes, list(b.tables), b._next
+
+
+def test_b1_refused_2m_map_keeps_nothing_it_mapped_before_the_conflict():
+    mem = GuestMemory()
+    b = PageTableBuilder(mem, "4-level")
+    # A 4 KiB page at 4 MiB gives PDE index 2 (4 MiB / 2 MiB) a page table.
+    b.map(0x40_0000, 0x4000_0000, 0x1000)
+    before = _snapshot(mem, b)
+    # Three 2 MiB leaves at PDE 0, 1, 2: 0 and 1 are free, 2 holds that table.
+    with pytest.raises(ValueError, match=r"^gva=0x400000 \(page_size=0x200000\): a page table "
+                                         r"already covers"):
+        b.map(0, 0, 6 << 20, page_size=2 << 20)
+    assert _snapshot(mem, b) == before
+    # PDE 0 and PDE 1 (at TB + 0x2000, the PD) are still not present: 0 and 2 MiB unmapped.
+    assert mem.read_u64(TB + 0x2000) == 0 and mem.read_u64(TB + 0x2008) == 0
+    regs = b.regs()
+    assert not walk(mem, regs, 0, "read").ok and not walk(mem, regs, 2 << 20, "read").ok
+
+
+def test_b1_refused_map_for_lack_of_table_frames_changes_nothing():
+    mem = GuestMemory()
+    # PAE: the PDPT and its 4 PDs take 5 frames from table_base; one frame is left.
+    base = (1 << 32) - 6 * 0x1000
+    b = PageTableBuilder(mem, "PAE", table_base=base)
+    assert len(b.tables) == 5
+    before = _snapshot(mem, b)
+    # gva 0x1FF000..0x201000 spans PDE 0 and PDE 1 of the first PD: two page tables needed.
+    with pytest.raises(ValueError, match="out of table frames"):
+        b.map(0x1F_F000, 0x9000, 0x2000)
+    assert _snapshot(mem, b) == before
+    b.map(0x1F_F000, 0x9000, 0x1000)       # one table fits in the one frame left
+    assert len(b.tables) == 6
+
+
+def test_b1_refused_ept_map_changes_nothing():
+    mem = GuestMemory()
+    e = EptBuilder(mem)
+    e.map(0x40_0000, 0x8000, 0x1000)                 # an EPT page table under PDE 2
+    before = _snapshot(mem, e)
+    with pytest.raises(ValueError, match="already covers"):
+        e.map(0, 0, 6 << 20, page_size=2 << 20)
+    assert _snapshot(mem, e) == before
+
+
+def test_b2_page_size_follows_the_int_rule():
+    np = pytest.importorskip("numpy")
+    mem = GuestMemory()
+    b = PageTableBuilder(mem, "4-level")
+    high = 0xFFFF_8000_0000_0000                 # the first canonical high-half address
+    b.map(high, 0x7000, 0x1000, page_size=np.int64(4096))
+    b.map(high + (2 << 20), 0x20_0000, np.uint64(2 << 20), page_size=np.uint64(2 << 20))
+    regs = b.regs()
+    assert walk(mem, regs, high + 0x12, "read").gpa == 0x7012
+    assert walk(mem, regs, high + (2 << 20) + 0x345, "read").gpa == 0x20_0345
+    for bad in (4096.0, "4096", None):
+        with pytest.raises(TypeError, match="page_size"):
+            b.map(0, 0, 0x1000, page_size=bad)
+    with pytest.raises(TypeError, match="page_size"):
+        b.map(0, 0, 0x1000, page_size=True)
+    with pytest.raises(ValueError, match="page_size=0x3 "):
+        b.map(0, 0, 0x1000, page_size=3)
+    e = EptBuilder(GuestMemory())
+    e.map(0, 0x5000, 0x1000, page_size=np.int32(4096))
+    with pytest.raises(TypeError, match="page_size"):
+        e.map(0, 0x5000, 0x1000, page_size=4096.0)
+
+
+def test_b3_execute_only_ept_needs_the_execonly_capability():
+    mem = GuestMemory()
+    e = EptBuilder(mem)
+    assert e.execonly is False
+    before = _snapshot(mem, e)
+    with pytest.raises(ValueError, match="execute-only"):
+        e.map(0, 0x5000, 0x1000, r=False, w=False, x=True)
+    assert _snapshot(mem, e) == before
+    # With the capability, builder and walker agree: a fetch goes through, a read is a
+    # violation (XWR=100: no R), not a misconfiguration (SDM 29.3.3.1, 29.3.3.2).
+    mem = GuestMemory()
+    e = EptBuilder(mem, execonly=True)
+    e.map(0, 0x5000, 0x1000, r=False, w=False, x=True)
+    assert ept_walk(mem, e.eptp, 0x10, "fetch", execonly=e.execonly).gpa == 0x5010
+    read = ept_walk(mem, e.eptp, 0x10, "read", execonly=e.execonly)
+    assert isinstance(read.fault, EptViolation)
+    # The same tables walked by a CPU without the capability are misconfigured.
+    assert isinstance(ept_walk(mem, e.eptp, 0x10, "fetch").fault, EptMisconfig)
+    with pytest.raises(TypeError, match="execonly"):
+        EptBuilder(GuestMemory(), execonly=1)

@@ -398,3 +398,18 @@ def test_cost_figures_do_not_rely_on_colour():
                   "shadow published", "shadow model"):
         assert label in ss
     assert "hollow markers" in ss
+
+
+def test_w3_smm_ticked_in_guest_mode_is_refused_inside_the_callback():
+    # SeriesState refuses smm with guest_mode (KVM leaves guest mode before SMM); the
+    # checkbox callback used to let that ValueError escape.
+    from mmu.book.widgets_story import SeriesWalkthrough
+    w = SeriesWalkthrough(guest_mode=True)
+    kept = w.result
+    w.controls["smm"].value = True                     # must not raise
+    assert w.controls["smm"].value is False and w.result is kept
+    assert "smm=True with guest_mode=True" in w.refused and "smm=True" in w.text
+    w.set(smm=True, wp=False)                          # from code: refused the same way
+    assert w.values["smm"] is False and w.values["wp"] is True and w.result is kept
+    w.set(wp=False)
+    assert w.refused is None and w.result is not kept

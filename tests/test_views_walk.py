@@ -312,8 +312,11 @@ def test_walk_explorer_headless():
     assert w.result.ok and w.result.gpa == 0x0040_0010          # kernel data at GPA 0x400000
     assert 'class="mmu-view walk-view"' in w.html.value and "<svg" in w.html.value
     assert "PDPTE index" in w.text
-    w.set(gva="zz")
-    assert w.result is None and "not a number" in w.text
+    kept = w.result
+    w.set(gva="zz")      # refused like any other change: the box goes back, the walk stays
+    assert "not a number" in w.text and "PDPTE index" in w.text and w.refused
+    assert w.result is kept and w.values["gva"] == "0xd00010"
+    assert '<div class="refused" role="alert">' in w.html.value
     with pytest.raises(ValueError, match="unknown control"):
         w.set(colour="red")
 
@@ -470,8 +473,9 @@ def test_chapter3_4_widgets_headless():
     t = TwoDWalkExplorer()
     t.set(mode="5-level", tdp_level=5)
     assert t.result.refs == 35
+    kept = t.result
     t.set(gva="nope")
-    assert t.result is None and "not a number" in t.text
+    assert t.result is kept and "not a number" in t.text and t.values["gva"] == hex(0x00C0_1234)
 
 
 # ---------------------------------------------------------------------------
@@ -510,3 +514,35 @@ def test_text_forms_fit_the_output_width(render):
         text = sv.render_wp_trick(sv.wp_trick(smep=True)).text
         assert "CR0.WP=1 write, the guest's own fault: R/W" in text
     assert max(len(line) for line in text.splitlines()) <= 110
+
+
+def test_w1_walk_explorer_set_validates_every_value_before_moving_any():
+    from mmu.book.widgets_walk import WalkExplorer
+    w = WalkExplorer()
+    before = (dict(w.values), w.result, w.text, w.html.value)
+    with pytest.raises(ValueError, match=r"cpl=7 is not one of the options: allowed 0, 1, 2, 3"):
+        w.set(mode="PAE", cpl=7)
+    assert (w.values, w.result, w.text, w.html.value) == before     # mode is still 4-level
+    with pytest.raises(TypeError, match="gva must be a str"):
+        w.set(mode="PAE", gva=0x1000)
+    assert w.values == before[0]
+
+
+def test_w2_a_dropdown_set_to_none_is_refused_and_reverted():
+    # ipywidgets lets a Dropdown hold None ("nothing selected"); the callback used to raise.
+    from mmu.book.widgets import RoleExplorer
+    from mmu.book.widgets_walk import WalkExplorer
+    w = WalkExplorer(mode="PAE")
+    kept_result, kept_text = w.result, w.text
+    w.controls["mode"].value = None                   # must not raise
+    assert w.controls["mode"].value == "PAE" and w.result is kept_result
+    assert w.refused.startswith("mode=None is not one of the options")
+    assert w.text.startswith("✘ refused, nothing changed: mode=None") and w.text.endswith(kept_text)
+    assert '<div class="refused" role="alert">' in w.html.value
+    w.controls["cpl"].value = 3                        # the next accepted change clears it
+    assert w.refused is None and "refused" not in w.text and w.result.fault is not None
+    r = RoleExplorer()
+    state, result = r.state, r.result
+    r.dropdowns["kernel"].value = None
+    assert r.dropdowns["kernel"].value == "6.4" and r.state == state and r.result is result
+    assert "kernel=None" in r.refused and "kernel=None" in r.text

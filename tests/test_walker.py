@@ -602,3 +602,25 @@ def test_npt_walk_is_a_user_walk():
     assert npt_walk(mem, 0x1000, GVA4, "write").gpa == 0x9456
     # No canonical check: bit 47 set is just a gPA bit (PML4 idx 256 -> not present).
     assert pf(npt_walk(mem, 0x1000, 1 << 47, "read")) == 0x4
+
+
+def test_a2_npt_walk_errors_name_ncr3():
+    # The caller passed ncr3; an error that says "cr3" sends them to the wrong register.
+    with pytest.raises(ValueError, match=r"^ncr3=0x1000000000000000 has bits set at or above "
+                                         r"MAXPHYADDR=52"):
+        npt_walk(GuestMemory(), 1 << 60, 0, "read")
+    with pytest.raises(TypeError, match=r"^ncr3 must be an int"):
+        npt_walk(GuestMemory(), "0x1000", 0, "read")
+    with pytest.raises(ValueError, match=r"^ncr3=-0x1 "):
+        npt_walk(GuestMemory(), -1, 0, "read")
+    for name, kw in (("nx", {"nx": 1}), ("set_ad", {"set_ad": None})):
+        with pytest.raises(TypeError, match=rf"^{name} must be a bool"):
+            npt_walk(GuestMemory(), 0x1000, 0, "read", **kw)
+    with pytest.raises(TypeError, match="^mem must be"):
+        npt_walk({}, 0x1000, 0, "read")
+
+
+def test_ept_walk_flags_must_be_bool():
+    for name in ("ad", "execonly", "set_ad"):
+        with pytest.raises(TypeError, match=rf"^{name} must be a bool"):
+            ept_walk(GuestMemory(), 0x1E, 0, "read", **{name: 1})

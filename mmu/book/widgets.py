@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from mmu.book.widget_refusals import RefusingWidget
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
                                cet_supported, explore, render)
 
@@ -25,7 +26,7 @@ _GROUPS = (
 )
 
 
-class RoleExplorer:
+class RoleExplorer(RefusingWidget):
     """Checkboxes for CR0/CR4/EFER bits, SMM, guest mode and TDP, dropdowns for the kernel
     era and vendor; shows cpu_role, root_role and what happens to the root.
 
@@ -38,7 +39,10 @@ class RoleExplorer:
     * after a #GP the controls go back to the registers' values (the faulting write
       changed nothing) and the view explains the fault; so they do after a refusal
       (SMM ticked together with guest mode, a pair KVM never has: an SMI in L2 exits to
-      L1 first, see :func:`~mmu.book.views.roles_view.never_in_kvm`), which the view explains.
+      L1 first, see :func:`~mmu.book.views.roles_view.never_in_kvm`), which the view explains;
+    * a control value no state can have (a dropdown set to ``None``) is refused the way
+      every widget refuses one (:mod:`mmu.book.widget_refusals`): the control goes back,
+      ``explorer.refused`` says why, the state and result stay.
     """
 
     def __init__(self, state: ExplorerState | None = None, **changes: Any) -> None:
@@ -48,7 +52,6 @@ class RoleExplorer:
                             f"{type(state).__name__}")
         state = state.replace(**changes)
         self.state = state                       # effective: where the vCPU is
-        self._updating = False
         self.checkboxes = {
             name: W.Checkbox(value=getattr(state, name), description=FLAG_LABELS[name],
                              indent=False, layout=W.Layout(width="auto"))
@@ -75,7 +78,11 @@ class RoleExplorer:
         self._enable_cet(state.kernel)
         self.widget = W.VBox([self.controls, self.html])
         self.widget.add_class("role-explorer")
-        self._show(explore(state))
+        self.result = explore(state)
+        self._accept(render(self.result))
+
+    def _control_map(self) -> dict[str, Any]:
+        return {**self.checkboxes, **self.dropdowns}
 
     # -- reading the controls ----------------------------------------------------------
     def _requested(self) -> ExplorerState:
@@ -91,37 +98,32 @@ class RoleExplorer:
         """The CR4.CET control is usable only where the kernel lets a guest set it."""
         box = self.checkboxes["cr4_cet"]
         box.disabled = not cet_supported(kernel)
-        box.description = FLAG_LABELS["cr4_cet"] + ("" if not box.disabled else
-                                                    " (6.18+)")
+        box.description = FLAG_LABELS["cr4_cet"] + ("" if not box.disabled else " (6.18+)")
 
-    def _on_change(self, _change: dict) -> None:
-        if not self._updating:
-            self._update()
+    def _on_change(self, change: dict) -> None:
+        if not self._muted:
+            self._update({self._name_of(change["owner"]): change["old"]})
 
-    def _update(self) -> None:
-        res = explore(self._requested(), self.state)
+    def _update(self, old: dict[str, Any]) -> None:
+        """Explore the requested state; a value no state can hold is refused (never raises)."""
+        try:
+            self._check_values({n: w.value for n, w in self._control_map().items()})
+            res = explore(self._requested(), self.state)
+        except (ValueError, TypeError) as e:
+            self._refuse(str(e), old)
+            return
         self.state = res.effective
-        if res.effective != res.state:
+        self._enable_cet(res.effective.kernel)
+        if res.effective != res.state or \
+                self.checkboxes["cr4_cet"].value != res.effective.cr4_cet:
             # The write faulted (#GP), or the state is one KVM never holds (refused): the
             # registers keep their old values, and so do the controls; the view says why.
             self._set_controls(res.effective)
-        self._show(res)
+        self.result = res
+        self._accept(render(res))
 
     def _set_controls(self, state: ExplorerState) -> None:
-        self._updating = True
-        try:
-            for name, w in (*self.checkboxes.items(), *self.dropdowns.items()):
-                w.value = getattr(state, name)
-        finally:
-            self._updating = False
-
-    def _show(self, res: ExplorerResult) -> None:
-        self._enable_cet(res.effective.kernel)
-        if self.checkboxes["cr4_cet"].value != res.effective.cr4_cet:
-            self._set_controls(res.effective)
-        self.result = res
-        self.view = render(res)
-        self.html.value = self.view.html
+        self._put({name: getattr(state, name) for name in self._control_map()})
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -136,13 +138,17 @@ class RoleExplorer:
         for name in values:
             if name not in fields:
                 raise ValueError(f"unknown control {name!r}: allowed {sorted(fields)}")
+        controls = self._control_map()
+        self._check_values({k: v for k, v in values.items() if k in controls})
         kernel = values.get("kernel", self.state.kernel)
         if values.get("cr4_cet") is True and kernel in KERNELS and not cet_supported(kernel):
             raise ValueError(f"cr4_cet=True: the CR4.CET control is disabled for Linux {kernel} "
                              f"(KVM virtualizes CET from 6.18); allowed only with kernel "
                              f"{[k for k in KERNELS if cet_supported(k)]}")
-        self._set_controls(self._requested().replace(**values))   # checks types first
-        self._update()
+        wanted = self._requested().replace(**values)    # checks every field first
+        old = {n: w.value for n, w in controls.items()}
+        self._set_controls(wanted)
+        self._update(old)
         return self.result
 
     def _repr_mimebundle_(self, **kwargs: Any):

@@ -14,15 +14,18 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from mmu.book.views.common import View
+from mmu.book.widget_refusals import RefusingWidget
 
 __all__ = ["ViewWidget", "WalkExplorer", "PermissionLab", "ShadowExplorer", "TwoDWalkExplorer"]
 
 
-class ViewWidget:
+class ViewWidget(RefusingWidget):
     """Controls in a box, one HTML output; subclasses say how to compute and render.
 
     ``controls`` maps a name to a widget with a ``value``; ``compute(values)`` returns
-    ``(result, View)``.  Displaying the object displays the box.
+    ``(result, View)`` or raises ValueError/TypeError to refuse the values, which the
+    widget shows and undoes (:mod:`mmu.book.widget_refusals`).  Displaying the object
+    displays the box.
     """
 
     css_class = "mmu-widget"
@@ -39,7 +42,13 @@ class ViewWidget:
             c.observe(self._changed, names="value")
         self.box = W.VBox([W.HBox(list(controls.values()),
                                   layout=W.Layout(flex_flow="row wrap")), self.html])
-        self.refresh()
+        # The starting values must be accepted: a constructor may raise, a callback not.
+        self._check_values(self.values)
+        self.result, view = self._compute(self.values)
+        self._accept(view)
+
+    def _control_map(self) -> dict[str, Any]:
+        return self.controls
 
     @property
     def values(self) -> dict[str, Any]:
@@ -49,26 +58,37 @@ class ViewWidget:
     def text(self) -> str:
         return self.view.text if self.view is not None else ""
 
-    def _changed(self, _change: Any) -> None:
+    def _changed(self, change: Any) -> None:
         if not self._muted:
-            self.refresh()
+            self._run_or_refuse({self._name_of(change["owner"]): change["old"]})
+
+    def _run_or_refuse(self, old: dict[str, Any]) -> bool:
+        """Compute for the controls' values; on a refusal put ``old`` back (never raises)."""
+        values = self.values
+        try:
+            self._check_values(values)          # e.g. a Dropdown set to None
+            result, view = self._compute(values)
+        except (ValueError, TypeError) as e:
+            self._refuse(str(e), old)
+            return False
+        self.result = result
+        self._accept(view)
+        return True
 
     def refresh(self) -> None:
-        self.result, self.view = self._compute(self.values)
-        self.html.value = self.view.html
+        """Compute and show again for the current controls."""
+        self._run_or_refuse({})
 
     def set(self, **values: Any) -> "ViewWidget":
-        """Set several controls, then re-render once (as if the reader had clicked)."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
-            raise ValueError(f"unknown control(s) {unknown}: allowed {sorted(self.controls)}")
-        self._muted = True
-        try:
-            for k, v in values.items():
-                self.controls[k].value = v
-        finally:
-            self._muted = False
-        self.refresh()
+        """Set several controls, then re-render once (as if the reader had clicked).
+
+        A value no control could hold raises ValueError/TypeError naming it, before any
+        control moves; values the model refuses are refused as a click would be
+        (``.refused`` says why, controls and ``.result`` stay)."""
+        values = self._check_values(values)
+        old = {k: self.controls[k].value for k in values}
+        self._put(values)
+        self._run_or_refuse(old)
         return self
 
     def _repr_mimebundle_(self, **kw: Any):
@@ -91,7 +111,7 @@ class WalkExplorer(ViewWidget):
     The guest is :func:`mmu.book.views.walk_view.demo_guest` for the chosen mode (built once
     per mode).  Walks use ``set_ad=False`` so looking does not change the guest.
     ``gva`` is a text box taking hex (``0xc01234``) or decimal; a value that is not a
-    number shows the error in place of the walk.
+    number is refused like any other (the box goes back, the view says why).
     """
 
     css_class = "walk-explorer"
@@ -119,9 +139,6 @@ class WalkExplorer(ViewWidget):
         from mmu.x86.walker import walk
         wv = self._wv
         gva = _parse_gva(v["gva"])
-        if gva is None:
-            msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
-            return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
         g = self.guest(v["mode"])
         r = walk(g.mem, g.regs, gva, v["access"], v["cpl"], set_ad=False)
         split = wv.gva_split(gva, v["mode"])
@@ -196,17 +213,16 @@ class TwoDWalkExplorer(ViewWidget):
 
     def _run(self, v: dict) -> tuple[Any, View]:
         gva = _parse_gva(v["gva"])
-        if gva is None:
-            msg = f"GVA {v['gva']!r} is not a number in 0..2**64-1 (write hex as 0x...)"
-            return None, View(msg, f'<p class="walk-error">✘ {msg}</p>')
         g = self._tv.two_d_grid(v["mode"], gva, "read", v["vendor"], v["tdp_level"])
         return g, self._tv.render_grid(g)
 
 
-def _parse_gva(text: str) -> int | None:
-    """A GVA typed by the reader (hex with 0x, or decimal), None if it is not one."""
+def _parse_gva(text: str) -> int:
+    """A GVA typed by the reader (hex with 0x, or decimal); ValueError if it is not one."""
     try:
         gva = int(str(text).strip().replace("_", ""), 0)
     except ValueError:
-        return None
-    return gva if 0 <= gva < 1 << 64 else None
+        gva = -1
+    if not 0 <= gva < 1 << 64:
+        raise ValueError(f"GVA {text!r} is not a number in 0..2**64-1 (write hex as 0x...)")
+    return gva

@@ -47,13 +47,13 @@ import numpy as np
 
 from mmu.x86.bits import (ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, GP_VECTOR,
                    MAX_PHYS_BITS, PAGE_SHIFT, PF_VECTOR, PTE, PTE_PKEY_SHIFT, PFErr,
-                   check_access, check_int)
+                   check_int)
 from mmu.x86.memory import GuestMemory
-from mmu.x86.regs import PagingMode, Regs, paging_mode
+from mmu.x86.regs import PagingMode, Regs
 # The walker's entry formats are the one source of the reserved-bit masks (like
 # the kernel's rsvd_bits_mask, shared by everything that checks a gpte), and its
 # CR3 check is what MOV to CR3 would refuse; the batch reuses both.
-from mmu.x86.walker import MIN_PHYS_BITS, EntryFormat, root_table, entry_format
+from mmu.x86.walker import EntryFormat, check_walk_args, entry_format, root_table
 
 __all__ = ["walk_many", "BatchResult", "BatchElement"]
 
@@ -207,10 +207,10 @@ def _as_gvas(gvas: object) -> np.ndarray:
                         f"not {type(gvas).__name__}")
     vals = []
     for i, v in enumerate(gvas):
-        if isinstance(v, np.integer) and not isinstance(v, np.bool_):
-            v = int(v)
         if type(v) is not int or not 0 <= v < 1 << 64:
-            check_int(f"gvas[{i}]", v, 0, 1 << 64)
+            # The rule every entry point follows (bits.check_int): any integer type,
+            # numpy's included, never bool or float -- walk() takes the same values.
+            v = check_int(f"gvas[{i}]", v, 0, 1 << 64)
         vals.append(v)
     return np.array(vals, dtype=_U64)
 
@@ -415,15 +415,7 @@ def walk_many(mem: GuestMemory, regs: Regs, gvas, access: str, cpl: int = 0,
     >>> [hex(g) for g in r.gpa], r.ok.tolist(), r.vector.tolist(), r.level.tolist()
     (['0x9123', '0x0', '0x0'], [True, False, False], [0, 14, 13], [1, 1, 0])
     """
-    if not isinstance(mem, GuestMemory):
-        raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
-    mode = paging_mode(regs)
-    access = check_access(access)
-    cpl = check_int("cpl", cpl, 0, 4)
-    maxphyaddr = check_int("maxphyaddr", maxphyaddr, MIN_PHYS_BITS, MAX_PHYS_BITS + 1)
-    for name, flag in (("set_ad", set_ad), ("gbpages", gbpages)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+    mode, cpl, maxphyaddr = check_walk_args(mem, regs, access, cpl, maxphyaddr, set_ad, gbpages)
     g = _as_gvas(gvas)
     n = len(g)
     out = _Out(n)

@@ -9,6 +9,7 @@ int for arithmetic.
 from __future__ import annotations
 
 import enum
+import operator
 
 #: Exception vectors the walker can report (SDM Vol. 3A, table 6-1).
 GP_VECTOR = 13
@@ -95,13 +96,38 @@ def check_access(access: object) -> str:
     return access
 
 
+def _is_bool(value: object) -> bool:
+    # numpy's bool_ is not a bool subclass; its dtype kind is "b".  Checked by duck type
+    # so this module does not import numpy.
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+
+
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
     """Check ``lo <= value < hi`` for an integer argument; raise TypeError/ValueError naming it.
 
-    ``bool`` is refused: ``True`` as an address or register is always a mistake.
+    The one rule for integers across the public API: an integer is a Python ``int`` or
+    any integer type that implements ``__index__`` (numpy's ``int64``/``uint64``, which
+    indexing an array gives you), and it is converted to a Python ``int`` before any
+    arithmetic, so a numpy value cannot overflow a 64-bit sum.  ``bool`` (and
+    ``numpy.bool_``) is refused: ``True`` as an address or register is always a mistake;
+    so is a float, even an integral one (``4096.0``), as ``range()`` and indexing refuse it.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    try:
+        if _is_bool(value):
+            raise TypeError
+        value = int(operator.index(value))   # an IntFlag or numpy value becomes a plain int
+    except TypeError:                        # also a numpy array, whose type has __index__
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} "
+                        f"(allowed: an integer {lo:#x} <= {name} < {hi:#x})") from None
     if not lo <= value < hi:
         raise ValueError(f"{name}={value:#x} is out of range: allowed {lo:#x} <= {name} < {hi:#x}")
-    return int(value)
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``; otherwise a TypeError naming the argument.
+
+    Flags take only True/False: ``1`` or ``"no"`` would be truthy by accident."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), not {type(value).__name__}")
+    return value

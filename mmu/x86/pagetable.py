@@ -11,11 +11,16 @@ Table frames come from a bump allocator starting at ``table_base`` (each new fra
 is zeroed); nothing stops a mapping from pointing at a table frame, because guests
 do that too (recursive mappings).  The builder writes only paging-structure
 entries, never the data pages.
+
+A refused ``map()`` changes nothing: every argument, every conflict with an existing
+mapping and the number of table frames the call needs are checked by a dry run over
+the tables (:meth:`_TableBuilder._plan`) before the first entry is written, so memory,
+``tables`` and the allocator are as they were when the ValueError/TypeError arrives.
 """
 from __future__ import annotations
 
 from mmu.x86.bits import EPT, EPT_MEMTYPE_SHIFT, EPT_MEMTYPE_WB, MAX_PHYS_BITS, PAGE_SIZE, PTE, \
-    PTE_PKEY_SHIFT, check_int
+    PTE_PKEY_SHIFT, check_bool, check_int
 from mmu.x86.memory import GuestMemory
 from mmu.x86.regs import PagingMode, Regs, make_regs
 from mmu.x86.walker import MIN_PHYS_BITS, EntryFormat, ept_format, entry_format
@@ -31,12 +36,6 @@ PAGE_SIZES = {PagingMode.BIT32: (_K4, _M4), PagingMode.PAE: (_K4, _M2),
               PagingMode.LEVEL4: (_K4, _M2, _G1), PagingMode.LEVEL5: (_K4, _M2, _G1)}
 _MODE_NAMES = {"32-bit": PagingMode.BIT32, "pae": PagingMode.PAE,
                "4-level": PagingMode.LEVEL4, "5-level": PagingMode.LEVEL5}
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
 
 
 class _TableBuilder:
@@ -70,8 +69,58 @@ class _TableBuilder:
         self.tables.append(frame)
         return frame
 
+    def _plan(self, what: str, start: int, n: int, page_size: int, level: int) -> None:
+        """Dry run of ``n`` leaves of ``page_size`` from ``start`` (the argument ``what``)
+        at ``level``: raise the ValueError :meth:`_install` would meet (a leaf where a
+        table is, a table where a large leaf is, no table frames left) before anything is
+        written.
+
+        Tables the call itself would create are empty, so a conflict can only sit in a
+        table that exists now; the walk down is done once per last-level table.
+        """
+        fmt = self._fmt
+        parent_shift = fmt.shift(level + 1) if level < fmt.root_level else 64
+        tables: dict[int, int | None] = {}      # addr >> parent_shift -> table at level, None = new
+        new_tables: set[tuple[int, int]] = set()
+        for i in range(n):
+            addr = start + i * page_size
+            key = addr >> parent_shift
+            if key not in tables:
+                table: int | None = self._root
+                for lvl in range(fmt.root_level, level, -1):
+                    if table is None:
+                        new_tables.add((lvl, addr >> fmt.shift(lvl)))
+                        continue
+                    entry = self._read(table + fmt.index(addr, lvl) * fmt.entry_size)
+                    if not fmt.is_present(entry):
+                        new_tables.add((lvl, addr >> fmt.shift(lvl)))
+                        table = None
+                    elif lvl in fmt.large_levels and entry & PTE.PS:
+                        raise ValueError(f"{what}={addr:#x} (page_size={page_size:#x}): already "
+                                         f"mapped by a {1 << fmt.shift(lvl):#x}-byte page at "
+                                         f"level {lvl}; cannot put a table there (nothing was "
+                                         f"mapped)")
+                    else:
+                        table = fmt.table_addr(entry)
+                tables[key] = table
+            table = tables[key]
+            if table is not None and level > 1:
+                old = self._read(table + fmt.index(addr, level) * fmt.entry_size)
+                if fmt.is_present(old) and not old & PTE.PS:
+                    raise ValueError(f"{what}={addr:#x} (page_size={page_size:#x}): a page "
+                                     f"table already covers this {1 << fmt.shift(level):#x}-byte "
+                                     f"range at level {level} (nothing was mapped)")
+        need = len(new_tables) * PAGE_SIZE
+        if self._next + need > self._limit:
+            raise ValueError(f"out of table frames: mapping {what}={start:#x}+{n * page_size:#x} "
+                             f"needs {len(new_tables)} new table(s) from {self._next:#x} but "
+                             f"frames end at {self._limit:#x}; choose a lower table_base "
+                             f"(nothing was mapped)")
+
     def _install(self, addr: int, level: int, leaf: int) -> None:
-        """Write ``leaf`` at ``level`` for ``addr``, creating tables on the way down."""
+        """Write ``leaf`` at ``level`` for ``addr``, creating tables on the way down.
+
+        Called only after :meth:`_plan` accepted the whole range, so it cannot fail."""
         fmt = self._fmt
         table = self._root
         for lvl in range(fmt.root_level, level, -1):
@@ -81,17 +130,16 @@ class _TableBuilder:
                 new = self._alloc()
                 self._write(ea, new | self._nonleaf_bits(lvl))
                 table = new
-            elif lvl in fmt.large_levels and entry & PTE.PS:
-                raise ValueError(f"{addr:#x}: already mapped by a {1 << fmt.shift(lvl):#x}-byte "
-                                 f"page at level {lvl}; cannot put a table there")
             else:
                 table = fmt.table_addr(entry)
-        ea = table + fmt.index(addr, level) * fmt.entry_size
-        old = self._read(ea)
-        if level > 1 and fmt.is_present(old) and not old & PTE.PS:
-            raise ValueError(f"{addr:#x}: a page table already covers this "
-                             f"{1 << fmt.shift(level):#x}-byte range at level {level}")
-        self._write(ea, leaf)
+        self._write(table + fmt.index(addr, level) * fmt.entry_size, leaf)
+
+    def _map_leaves(self, what: str, start: int, n: int, page_size: int, level: int,
+                    leaf_of) -> None:
+        """Check all ``n`` leaves (:meth:`_plan`), then write them: ``leaf_of(i)`` is leaf i."""
+        self._plan(what, start, n, page_size, level)
+        for i in range(n):
+            self._install(start + i * page_size, level, leaf_of(i))
 
     def _nonleaf_bits(self, level: int) -> int:
         return self._nonleaf
@@ -103,7 +151,8 @@ class _TableBuilder:
             raise ValueError(f"{what} range {start:#x}+{size:#x} ends past {limit:#x} "
                              f"(allowed {what} + size <= {limit:#x})")
 
-    def _pages(self, size: int, page_size: int) -> int:
+    def _pages(self, size: int, page_size: int) -> tuple[int, int]:
+        """(number of pages, ``size`` as a plain int) for a checked ``size``."""
         size = check_int("size", size, 1, 1 << 64)
         if size % page_size:
             raise ValueError(f"size={size:#x} is not a multiple of page_size={page_size:#x}")
@@ -111,7 +160,15 @@ class _TableBuilder:
         if n > MAX_PAGES_PER_MAP:
             raise ValueError(f"size={size:#x} needs {n} pages; one map() writes at most "
                              f"{MAX_PAGES_PER_MAP} (use larger pages)")
-        return n
+        return n, size
+
+
+def _check_page_size(page_size: object, allowed: tuple[int, ...], where: str) -> int:
+    page_size = check_int("page_size", page_size, 1, 1 << 64)
+    if page_size not in allowed:
+        raise ValueError(f"page_size={page_size:#x} is not offered by {where}; "
+                         f"allowed {', '.join(hex(s) for s in allowed)}")
+    return page_size
 
 
 class PageTableBuilder(_TableBuilder):
@@ -168,19 +225,17 @@ class PageTableBuilder(_TableBuilder):
         """
         mode = self.mode
         allowed = PAGE_SIZES[mode]
-        if page_size not in allowed or isinstance(page_size, bool):
-            raise ValueError(f"page_size={page_size!r} is not offered by {mode.label} paging; "
-                             f"allowed {', '.join(hex(s) for s in allowed)}")
+        page_size = _check_page_size(page_size, allowed, f"{mode.label} paging")
         flags = {"writable": writable, "user": user, "nx": nx, "accessed": accessed,
                  "dirty": dirty, "global_": global_}
         for name, value in flags.items():
-            _check_bool(name, value)
+            check_bool(name, value)
         pkey = check_int("pkey", pkey, 0, 16)
         if nx and mode == PagingMode.BIT32:
             raise ValueError("nx=True needs 8-byte entries: 32-bit paging has no XD bit")
         if pkey and mode < PagingMode.LEVEL4:
             raise ValueError(f"pkey={pkey}: protection keys exist only in 4/5-level paging")
-        n = self._pages(size, page_size)
+        n, size = self._pages(size, page_size)
         gva = check_int("gva", gva, 0, 1 << 64)
         gpa = check_int("gpa", gpa, 0, 1 << self.maxphyaddr)
         if mode >= PagingMode.LEVEL4:
@@ -205,12 +260,16 @@ class PageTableBuilder(_TableBuilder):
                 | (PTE.A if accessed else 0) | (PTE.D if dirty else 0) | (PTE.G if global_ else 0)
                 | (PTE.XD if nx else 0) | (PTE.PS if level > 1 else 0))
         bits = int(bits) | (pkey << PTE_PKEY_SHIFT)
-        for i in range(n):
+        pse36 = mode == PagingMode.BIT32 and level == 2
+
+        def leaf(i: int) -> int:
             pa = gpa + i * page_size
-            if mode == PagingMode.BIT32 and level == 2:
+            if pse36:
                 # PSE-36: PA bits 39:32 go to PDE bits 20:13.
                 pa = (pa & 0xFFC0_0000) | ((pa >> 32) << 13)
-            self._install(gva + i * page_size, level, pa | bits)
+            return pa | bits
+
+        self._map_leaves("gva", gva, n, page_size, level, leaf)
 
 
 class EptBuilder(_TableBuilder):
@@ -220,14 +279,23 @@ class EptBuilder(_TableBuilder):
     root, WB in bits 2:0, walk length - 1 in bits 5:3 and the A/D enable in bit 6
     (SDM Vol. 3C 25.6.11).  Default ``table_base`` differs from
     :class:`PageTableBuilder`'s so both can share one memory.
+
+    ``execonly`` is the CPU capability ``ept_walk`` takes under the same name
+    (IA32_VMX_EPT_VPID_CAP bit 0, SDM Vol. 3C A.10; KVM passes it as ``execonly`` to
+    ``reset_rsvds_bits_mask_ept``): with it False, as in ``ept_walk``'s default, an
+    execute-only leaf (XWR=100) is a misconfiguration (SDM 29.3.3.1), so ``map`` refuses
+    one; with it True ``map`` builds one.  Walk the tables with
+    ``ept_walk(..., execonly=builder.execonly)`` so builder and walker agree.
     """
 
     def __init__(self, mem: GuestMemory, levels: int = 4, ad: bool = True, *,
-                 table_base: int = 0x2000_0000, maxphyaddr: int = 52) -> None:
+                 table_base: int = 0x2000_0000, maxphyaddr: int = 52,
+                 execonly: bool = False) -> None:
         self.levels = check_int("levels", levels, 4, 6)
-        self.ad = _check_bool("ad", ad)
+        self.ad = check_bool("ad", ad)
+        self.execonly = check_bool("execonly", execonly)
         self.maxphyaddr = check_int("maxphyaddr", maxphyaddr, MIN_PHYS_BITS, MAX_PHYS_BITS + 1)
-        super().__init__(mem, ept_format(self.levels, self.maxphyaddr), table_base,
+        super().__init__(mem, ept_format(self.levels, self.maxphyaddr, self.execonly), table_base,
                          1 << self.maxphyaddr, int(EPT.R | EPT.W | EPT.X))
 
     @property
@@ -240,17 +308,23 @@ class EptBuilder(_TableBuilder):
         """Map ``[gpa, gpa+size)`` to ``[hpa, hpa+size)`` with R/W/X as given.
 
         W without R is refused (the CPU would report an EPT misconfiguration); so is
-        a mapping with no rights at all, which is not a mapping.
+        X alone unless the builder was made with ``execonly=True``, and a mapping with no
+        rights at all, which is not a mapping.
         """
         for name, value in (("r", r), ("w", w), ("x", x)):
-            _check_bool(name, value)
+            check_bool(name, value)
         if w and not r:
             raise ValueError("w=True with r=False is an EPT misconfiguration (SDM 29.3.3.1)")
         if not (r or w or x):
             raise ValueError("r, w and x are all False: that entry would be not-present")
-        if page_size not in (_K4, _M2, _G1) or isinstance(page_size, bool):
-            raise ValueError(f"page_size={page_size!r}: EPT offers 0x1000, 0x200000, 0x40000000")
-        n = self._pages(size, page_size)
+        if x and not (r or w) and not self.execonly:
+            raise ValueError("x=True with r=False, w=False is an execute-only entry, an EPT "
+                             "misconfiguration unless the CPU supports execute-only EPT "
+                             "(IA32_VMX_EPT_VPID_CAP bit 0; SDM 29.3.3.1): build with "
+                             "EptBuilder(..., execonly=True) and walk with "
+                             "ept_walk(..., execonly=True)")
+        page_size = _check_page_size(page_size, (_K4, _M2, _G1), "EPT")
+        n, size = self._pages(size, page_size)
         gpa = check_int("gpa", gpa, 0, 1 << 64)
         hpa = check_int("hpa", hpa, 0, 1 << self.maxphyaddr)
         self._check_range("gpa", gpa, size, page_size, 1 << min(MAX_PHYS_BITS, 12 + 9 * self.levels))
@@ -259,5 +333,4 @@ class EptBuilder(_TableBuilder):
         bits = ((EPT.R if r else 0) | (EPT.W if w else 0) | (EPT.X if x else 0)
                 | (EPT.PS if level > 1 else 0))
         bits = int(bits) | (EPT_MEMTYPE_WB << EPT_MEMTYPE_SHIFT)
-        for i in range(n):
-            self._install(gpa + i * page_size, level, (hpa + i * page_size) | bits)
+        self._map_leaves("gpa", gpa, n, page_size, level, lambda i: (hpa + i * page_size) | bits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from mmu.x86.bits import check_int
+from mmu.x86.bits import check_bool, check_int
 
 
 class CR0(enum.IntFlag):
@@ -216,6 +216,9 @@ def make_regs(mode: str | PagingMode, *, cr3: int = 0, wp: bool = True, nx: bool
         m = mode
     else:
         raise TypeError(f"mode must be a str or PagingMode, not {type(mode).__name__}")
+    for name, flag in (("wp", wp), ("nx", nx), ("pse", pse), ("smep", smep), ("smap", smap),
+                       ("pke", pke), ("ac", ac)):
+        check_bool(name, flag)
     cr0 = CR0.PE | CR0.ET | CR0.NE
     cr4 = CR4(0)
     efer = EFER(0)

@@ -35,12 +35,13 @@ import functools
 from mmu.x86.bits import (ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, EPT,
                    EPT_MEMTYPE_MASK, EPT_MEMTYPE_SHIFT, EPT_MEMTYPE_WB, GP_VECTOR,
                    PF_VECTOR, PTE, PTE_PKEY_SHIFT, MAX_PHYS_BITS, PFErr, check_access,
-                   check_int)
+                   check_bool, check_int)
 from mmu.x86.memory import GuestMemory
 from mmu.x86.regs import CR0, CR4, EFER, PagingMode, Regs, paging_mode
 
 __all__ = ["walk", "ept_walk", "npt_walk", "WalkResult", "Fault", "TraceStep",
            "EptViolation", "EptMisconfig", "EntryFormat", "entry_format", "ept_format", "root_table",
+           "check_walk_args",
            "LEVEL_NAMES", "MIN_PHYS_BITS"]
 
 #: Smallest MAXPHYADDR accepted (a CPU without PAE has 32 physical address bits).
@@ -395,19 +396,39 @@ def _check_maxphyaddr(maxphyaddr: object) -> int:
     return check_int("maxphyaddr", maxphyaddr, MIN_PHYS_BITS, MAX_PHYS_BITS + 1)
 
 
-def root_table(regs: Regs, mode: PagingMode, maxphyaddr: int) -> int:
-    """The first table's address from CR3; refuse CR3 values MOV to CR3 would #GP on."""
+def root_table(regs: Regs, mode: PagingMode, maxphyaddr: int, name: str = "cr3") -> int:
+    """The first table's address from CR3; refuse CR3 values MOV to CR3 would #GP on.
+
+    ``name`` is what the error calls the register (``npt_walk`` passes "ncr3")."""
     cr3 = regs.cr3
     if mode in (PagingMode.BIT32, PagingMode.PAE):
         if cr3 >> 32:
-            raise ValueError(f"cr3={cr3:#x}: CR3 is 32 bits wide outside long mode "
-                             f"(allowed cr3 < 0x100000000)")
+            raise ValueError(f"{name}={cr3:#x}: CR3 is 32 bits wide outside long mode "
+                             f"(allowed {name} < 0x100000000)")
         # MAXPHYADDR >= 32, so a 32-bit CR3 never has bits above it.
         return cr3 & (_ADDR_MASK_4 if mode == PagingMode.BIT32 else 0xFFFF_FFE0)
     if cr3 >> maxphyaddr:
-        raise ValueError(f"cr3={cr3:#x} has bits set at or above MAXPHYADDR={maxphyaddr} "
-                         f"(MOV to CR3 would #GP; allowed cr3 < {1 << maxphyaddr:#x})")
+        raise ValueError(f"{name}={cr3:#x} has bits set at or above MAXPHYADDR={maxphyaddr} "
+                         f"(MOV to CR3 would #GP; allowed {name} < {1 << maxphyaddr:#x})")
     return cr3 & _ADDR_MASK_8
+
+
+def check_walk_args(mem: object, regs: object, access: object, cpl: object,
+                    maxphyaddr: object, set_ad: object, gbpages: object
+                    ) -> tuple[PagingMode, int, int]:
+    """The argument checks :func:`walk` and :func:`mmu.x86.batch.walk_many` share, so the
+    twins accept and refuse the same values; returns (paging mode, cpl, maxphyaddr)."""
+    if not isinstance(mem, GuestMemory):
+        raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
+    if not isinstance(regs, Regs):
+        raise TypeError(f"regs must be an mmu.Regs, not {type(regs).__name__}")
+    mode = _mode_of(regs)
+    check_access(access)
+    cpl = check_int("cpl", cpl, 0, 4)
+    maxphyaddr = _check_maxphyaddr(maxphyaddr)
+    check_bool("set_ad", set_ad)
+    check_bool("gbpages", gbpages)
+    return mode, cpl, maxphyaddr
 
 
 def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
@@ -421,17 +442,8 @@ def walk(mem: GuestMemory, regs: Regs, gva: int, access: str, cpl: int = 0,
     TypeError.  Outside long mode the linear address is 32 bits wide, so ``gva`` is
     taken modulo 2**32 there.
     """
-    if not isinstance(mem, GuestMemory):
-        raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
-    if not isinstance(regs, Regs):
-        raise TypeError(f"regs must be an mmu.Regs, not {type(regs).__name__}")
-    mode = _mode_of(regs)
+    mode, cpl, maxphyaddr = check_walk_args(mem, regs, access, cpl, maxphyaddr, set_ad, gbpages)
     gva = check_int("gva", gva, 0, 1 << 64)
-    check_access(access)
-    cpl = check_int("cpl", cpl, 0, 4)
-    maxphyaddr = _check_maxphyaddr(maxphyaddr)
-    if not isinstance(set_ad, bool) or not isinstance(gbpages, bool):
-        raise TypeError("set_ad and gbpages must be bool")
     if mode == PagingMode.NONE:
         return WalkResult(gva & 0xFFFF_FFFF, None, (), mode, None, None, ACC_ALL, None)
     root = root_table(regs, mode, maxphyaddr)
@@ -575,8 +587,11 @@ def ept_walk(mem: GuestMemory, eptp: int, gpa: int, access: str, *, levels: int 
         raise ValueError(f"levels={levels} disagrees with eptp={eptp:#x}, which says {eptp_levels}")
     if ad is None:
         ad = bool(eptp & (1 << 6))
+    check_bool("ad", ad)
+    check_bool("execonly", execonly)
+    check_bool("set_ad", set_ad)
     gpa = check_int("gpa", gpa, 0, 1 << min(MAX_PHYS_BITS, 12 + 9 * levels))
-    fmt = ept_format(levels, maxphyaddr, bool(execonly))
+    fmt = ept_format(levels, maxphyaddr, execonly)
     want = {"read": EPT.R, "write": EPT.W, "fetch": EPT.X}[access]
     trace, acc, stop = _walk_tables(mem, fmt, eptp & _ADDR_MASK_8, gpa)
     trace = tuple(trace)
@@ -615,14 +630,20 @@ def npt_walk(mem: GuestMemory, ncr3: int, gpa: int, access: str, levels: int = 4
     no canonical check (a gPA is not a linear address).  ``nx`` is the host's
     EFER.NXE, which KVM always sets.
     """
+    if not isinstance(mem, GuestMemory):
+        raise TypeError(f"mem must be an mmu.GuestMemory, not {type(mem).__name__}")
     levels = check_int("levels", levels, 4, 6)
     maxphyaddr = _check_maxphyaddr(maxphyaddr)
+    # nCR3 is not the guest's CR3: errors name the argument the caller passed.
+    ncr3 = check_int("ncr3", ncr3, 0, 1 << 64)
     gpa = check_int("gpa", gpa, 0, 1 << min(MAX_PHYS_BITS, 12 + 9 * levels))
     check_access(access)
+    check_bool("nx", nx)
+    check_bool("set_ad", set_ad)
     mode = PagingMode(levels)
     regs = Regs(cr0=int(CR0.PE | CR0.PG | CR0.WP), cr3=ncr3,
                 cr4=int(CR4.PAE | (CR4.LA57 if levels == 5 else 0)),
                 efer=int(EFER.LME | EFER.LMA | (EFER.NXE if nx else 0)))
-    root = root_table(regs, mode, maxphyaddr)
-    fmt = entry_format(mode, maxphyaddr, bool(nx), True, True)
+    root = root_table(regs, mode, maxphyaddr, "ncr3")
+    fmt = entry_format(mode, maxphyaddr, nx, True, True)
     return _walk_x86(mem, regs, fmt, root, gpa, access, 3, mode, set_ad, canonical=False)

@@ -124,6 +124,20 @@ class View:
         return self.html
 
 
+def refused_block(message: str) -> tuple[str, str]:
+    """(text, html) of a refusal notice: ``div.refused`` with ``role="alert"``, the one
+    look every view and widget gives a change it refused (roles_view, widget_refusals)."""
+    return message, f'<div class="refused" role="alert">{esc(message)}</div>'
+
+
+def refusal_view(message: str, kept: View) -> View:
+    """What a widget shows after refusing a change: why, above the view it kept (the
+    controls went back, so ``kept`` still describes them)."""
+    line = f"✘ refused, nothing changed: {message}"
+    text, html_ = refused_block(line)
+    return View(f"{text}\n\n{kept.text}", html_ + kept.html)
+
+
 def wrap_html(body: str, css_class: str) -> str:
     """Wrap a view's HTML body in a ``div.mmu-view.<css_class>`` with the shared CSS."""
     return f'{CSS}<div class="mmu-view {esc(css_class)}">{body}</div>'

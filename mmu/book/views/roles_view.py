@@ -29,7 +29,7 @@ from typing import Any
 
 from mmu.x86.regs import CR0, CR4, EFER, Regs, paging_mode
 from mmu.book.views.common import (CHANGED, SAME, Table, View, bullet_html, bullet_text, changed_fields,
-                     esc, hexword, marker, role_field_table, wrap_html)
+                     esc, hexword, marker, refused_block, role_field_table, wrap_html)
 
 #: Kernel eras the explorer offers (presets of :mod:`mmu.kvm.eras`): the single mmu_role
 #: (5.18), the split (5.19), the CR0.WP fixes (6.4) and today's LTS lines (6.12, 6.18).
@@ -496,7 +496,7 @@ def render(res: ExplorerResult, *, show_all_fields: bool = True) -> View:
     if res.fault:
         html_parts.append(f'<div class="gp" role="alert">{esc(res.fault)}</div>')
     if res.refused:
-        html_parts.append(f'<div class="refused" role="alert">{esc(res.refused)}</div>')
+        html_parts.append(refused_block(res.refused)[1])
     html_parts.append("<div>" + summary.html("summary") + "</div>")
     html_parts.append("<div>" + cpu_t.html("cpu-role") + root_t.html("root-role") + "</div>")
     if res.events:
