@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lab test app student bench clean
+.PHONY: setup lab test app student grade bench clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,20 @@ test: setup
 app: setup
 	$(BIN)/voila notebooks/05_role_explorer.ipynb --no-browser --Voila.ip=127.0.0.1 $(APP_ARGS)
 
+# make student [ROSTER=roster.csv]: student copies in student/ (one folder per student
+# with a roster); make grade SUBMISSIONS=dir [ROSTER=roster.csv] [CSV=scores.csv].
+# exercises/README.md explains both.
 student: setup
-	$(BIN)/python -m mmu.book.exercises.student exercises/ exercises/student/
+	$(BIN)/python -m mmu.book.exercises.student exercises/ student/ $(if $(ROSTER),--roster $(ROSTER))
+
+grade: setup
+	@test -n "$(SUBMISSIONS)" || { \
+	  echo "usage: make grade SUBMISSIONS=dir [ROSTER=roster.csv] [CSV=scores.csv]" >&2; exit 2; }
+	$(BIN)/python -m mmu.book.exercises.grade $(SUBMISSIONS) \
+	  $(if $(ROSTER),--roster $(ROSTER)) --csv $(or $(CSV),scores.csv)
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) exercises/student .pytest_cache .hypothesis
+	rm -rf $(VENV) student exercises/student .pytest_cache .hypothesis

@@ -1,11 +1,11 @@
 """pytest markers per exercise, so a teacher can grade one lab at a time.
 
-``pytest -m ex_walks exercises/`` runs only the walks lab (the solution notebook, or
-student copies placed under exercises/ -- see exercises/README.md).  Markers are
+``pytest -m ex_walks exercises/`` runs only the walks lab's solution notebook (grading
+student submissions is ``make grade``, see exercises/README.md).  Markers are
 registered here with ``config.addinivalue_line`` (pyproject.toml is not touched), and
 attached to
 
-* nbval items of ``<kind>.ipynb`` anywhere below this directory (student copies too);
+* nbval items of ``<kind>.ipynb`` anywhere below this directory;
 * tests in tests/test_exercises.py and tests/test_student_copies.py that carry a
   ``kind`` parameter, when this conftest is loaded (``pytest`` with no arguments loads it
   through ``testpaths``; so does naming ``exercises`` on the command line).

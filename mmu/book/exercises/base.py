@@ -10,8 +10,15 @@ solution on the board: first the PML4E index, then the entry read, ..., then the
 ``check(answer)`` compares the student's answer with those steps *in order* and stops at
 the first one that differs; the hint it returns names that step (which level, which bit,
 which rule) and states the rule without giving the value away.  ``grade(answer)`` is the
-notebook form: it prints the verdict and raises :class:`CheckFailed` (an AssertionError,
-so pytest/nbval report it as a plain failure) when the answer is wrong or missing.
+notebook form: it prints the verdict once and never raises for a wrong or missing answer,
+so a student copy runs top to bottom.  Grades come from :mod:`mmu.book.exercises.grade`,
+which re-creates each problem itself and checks the answer a submission left behind.
+
+The checker takes only the plain types a student writes: an int step takes an ``int``
+(not a bool, a numpy scalar, a float or a complex), a str step a ``str``, a bool step
+``True``/``False`` (or 0/1), a set step a set (or list/tuple) of ``str``.  Anything else is
+a wrong-type hint naming the step, never a comparison with ``==`` (which an object with
+an always-true ``__eq__``, such as ``unittest.mock.ANY``, would win).
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ import random
 from typing import Any, Callable, ClassVar, Mapping
 
 __all__ = ["Step", "Verdict", "CheckFailed", "Problem", "check_seed", "check_difficulty",
-           "DIFFICULTIES", "hexs"]
+           "DIFFICULTIES", "hexs", "Template", "TemplateList", "Blank", "is_blank",
+           "type_name", "set_hint", "Foreign"]
 
 #: Difficulty levels every generator offers (1 = warm-up ... 3 = exam).
 DIFFICULTIES = (1, 2, 3)
@@ -29,6 +37,99 @@ DIFFICULTIES = (1, 2, 3)
 def hexs(value: int) -> str:
     """An int as the hex a student would write (``0x1f``)."""
     return f"{value:#x}"
+
+
+def _blank_repr(value: Any, indent: str = "") -> str:
+    if value is ...:
+        return "..."
+    if isinstance(value, dict):
+        inner = indent + "    "
+        return "{\n" + "".join(f"{inner}{k!r}: {_blank_repr(v, inner)},\n"
+                               for k, v in value.items()) + indent + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_blank_repr(v, indent) for v in value) + "]"
+    return repr(value)
+
+
+class Template(dict):
+    """``problem.template()`` for a dict answer: printed with ``...`` (never ``Ellipsis``)."""
+
+    def __repr__(self) -> str:
+        return _blank_repr(dict(self))
+
+    def _repr_pretty_(self, p, cycle) -> None:      # IPython's display of a cell's value
+        p.text(repr(self))
+
+
+class TemplateList(list):
+    """``problem.template()`` for a list answer (one value per step)."""
+
+    def __repr__(self) -> str:
+        return _blank_repr(list(self))
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
+class Blank:
+    """``problem.template()`` for a one-value answer: prints ``...  # <what to give>``."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"...  # {self.what}"
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
+def is_blank(answer: Any) -> bool:
+    """Nothing filled in: ``...``, a :class:`Blank`, or a container of nothing but blanks."""
+    if answer is ... or isinstance(answer, Blank):
+        return True
+    if type(answer) in (dict, Template):
+        return bool(answer) and all(is_blank(v) for v in answer.values())
+    if type(answer) in (list, tuple, TemplateList):
+        return bool(answer) and all(is_blank(v) for v in answer)
+    return False
+
+
+class Foreign:
+    """A value of a type the checker does not take, as the grader read it out of a student's
+    kernel (:mod:`mmu.book.exercises.grade`): only its type's name survives."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def type_name(value: Any) -> str:
+    """``int``, ``numpy.float64``, ``list of list``: what a wrong-type hint calls a value."""
+    if isinstance(value, Foreign):
+        return value.name
+    t = type(value)
+    name = t.__name__ if t.__module__ == "builtins" else \
+        f"{t.__module__.split('.')[0]}.{t.__name__}"
+    if t in (list, tuple, set, frozenset) and value:
+        inner = sorted({type_name(v) for v in value})
+        name += " of " + "/".join(inner)
+    return name
+
+
+def set_hint(step: "Step", given: Any, known: list[str], like: str) -> str:
+    """The hint for a wrong set of names: how many are missing and how many extra, and the
+    step's rule -- never which names (that would give the answer away)."""
+    names = {str(g) for g in given}
+    unknown = sorted(names - set(known))
+    if unknown:
+        return f"{unknown[0]!r} is not a field name here; names look like {like}."
+    missing, extra = len(step.value - names), len(names - step.value)
+    parts = [f"{n} {'name' if n == 1 else 'names'} {what}"
+             for n, what in ((missing, "missing"), (extra, "that should not be there")) if n]
+    return f"{_shown(step, given)} is not right: {' and '.join(parts)}. {step.why}"
 
 
 def check_seed(seed: object) -> int:
@@ -129,20 +230,38 @@ class Problem:
         if not isinstance(answer, Mapping):
             raise CheckFailed(
                 f"✘ the answer must be a dict of steps, like problem.template(), not "
-                f"{type(answer).__name__}")
+                f"{type_name(answer)}")
         return answer
 
-    def _same(self, step: Step, given: Any) -> bool:
+    def _wrong_type(self, step: Step, given: Any) -> str | None:
+        """A wrong-type hint naming the step, or None when ``given`` has the step's type.
+        Exact types only: bool is not an int here, nor is a numpy scalar."""
         expected = step.value
-        if isinstance(expected, bool) or isinstance(given, bool):
-            return isinstance(given, (bool, int)) and bool(given) == bool(expected) \
-                and given in (0, 1, True, False)
-        if isinstance(expected, (set, frozenset)):
-            return isinstance(given, (set, frozenset, list, tuple)) and \
-                frozenset(given) == expected
-        if isinstance(expected, str) and isinstance(given, str):
+        if isinstance(expected, bool):
+            ok, what = type(given) is bool or (type(given) is int and given in (0, 1)), \
+                "True or False"
+        elif isinstance(expected, int):
+            ok, what = type(given) is int, "an int (like 0x1f or 31)"
+        elif isinstance(expected, str):
+            ok, what = type(given) is str, "a str"
+        elif isinstance(expected, frozenset):
+            ok = type(given) in (set, frozenset, list, tuple) and \
+                all(type(g) is str for g in given)
+            what = "a set of str (set() if none)"
+        else:                                             # a generator bug, not the student's
+            raise TypeError(f"step {step.name!r} has a value of type {type(expected).__name__}")
+        return None if ok else f"{step.name!r} must be {what}, not {type_name(given)}."
+
+    def _same(self, step: Step, given: Any) -> bool:
+        """Equal to the step's value; ``given`` already has the right type."""
+        expected = step.value
+        if isinstance(expected, str):
             return given.strip().lower() == expected.lower()
-        return type(given) is not float and given == expected
+        if isinstance(expected, frozenset):
+            return frozenset(given) == expected
+        if isinstance(expected, bool):
+            return bool(given) == expected
+        return given == expected
 
     def _hint(self, step: Step, given: Any) -> str:
         """The hint for a wrong value at ``step`` (subclasses refine it, e.g. per bit)."""
@@ -159,9 +278,9 @@ class Problem:
         """The answer the model gives: ``{step name: value}``, in step order."""
         return {s.name: s.value for s in self.steps()}
 
-    def template(self) -> dict[str, Any]:
+    def template(self) -> Template:
         """The answer's shape with every value left as ``...`` to fill in."""
-        return {s.name: ... for s in self.steps()}
+        return Template({s.name: ... for s in self.steps()})
 
     @property
     def text(self) -> str:
@@ -192,7 +311,7 @@ class Problem:
         """Compare ``answer`` with the solution step by step; stop at the first wrong one."""
         steps = self.steps()
         total = len(steps)
-        if answer is ...:
+        if is_blank(answer):
             return Verdict(False, steps[0].name, "not answered yet: replace `...` with your "
                            "answer (problem.template() shows its shape)", 0, total)
         try:
@@ -200,22 +319,26 @@ class Problem:
         except CheckFailed as e:
             return Verdict(False, steps[0].name, str(e).removeprefix("✘ "), 0, total)
         for i, step in enumerate(steps):
-            if step.name not in given or given[step.name] is ...:
+            if step.name not in given or is_blank(given[step.name]):
                 return Verdict(False, step.name, f"missing: fill in {step.name!r}. "
                                f"{step.why}", i, total)
+            wrong_type = self._wrong_type(step, given[step.name])
+            if wrong_type:
+                return Verdict(False, step.name, wrong_type, i, total)
             if not self._same(step, given[step.name]):
                 return Verdict(False, step.name, self._hint(step, given[step.name]), i, total)
-        extra = [k for k in given if k not in {s.name for s in steps}]
+        names = {s.name for s in steps}
+        extra = [k for k in given if k not in names]
         if extra:
             return Verdict(False, extra[0], f"{extra[0]!r} is not a step of this problem; "
                            f"the steps are {[s.name for s in steps]}", total, total)
         return Verdict(True, None, "", total, total)
 
-    def grade(self, answer: Any) -> Verdict:
-        """Check, print the verdict, and raise :class:`CheckFailed` if it is not a pass."""
-        verdict = self.check(answer)
-        print(verdict)
-        return verdict.require()
+    def grade(self, answer: Any) -> None:
+        """Check and print the verdict, once.  A wrong or missing answer is a printed hint,
+        not an exception, so a student's notebook runs on to the next exercise; the
+        teacher's grades come from :mod:`mmu.book.exercises.grade`, not from this call."""
+        print(self.check(answer))
 
 
 def _shown(step: Step, value: Any) -> str:

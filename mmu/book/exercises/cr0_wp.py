@@ -27,9 +27,9 @@ from mmu.x86.regs import CR0
 from mmu.kvm.roles import CpuRole, PageRole, cpu_role, shadow_root_role
 from mmu.kvm.shadow import ShadowMMU
 from mmu.x86.walker import Fault, walk
-from mmu.book.exercises.base import Problem, Step
+from mmu.book.exercises.base import Problem, Step, check_difficulty, check_seed
 from mmu.book.exercises.roles import RoleChangeProblem, describe_regs, random_regs
-from mmu.book.exercises.root_reuse import OUTCOMES, classify
+from mmu.book.exercises.root_reuse import OUTCOME_TEXT, OUTCOMES, classify
 
 __all__ = ["KIND", "WpChangeProblem", "WpCostProblem", "FindTheBugProblem", "BUGGY_ROOT_ROLES",
            "WpHole", "wp_hole", "make_problem"]
@@ -51,12 +51,11 @@ _RESET_WHY = ("kvm_post_set_cr0: before 6.4 (6.1 as released) any change of a "
               "KVM_MMU_CR0_ROLE_BITS bit (PG, WP) calls kvm_mmu_reset_context, which unloads "
               "every root.  From 6.4, a WP-only change with TDP only calls kvm_init_mmu.  "
               "Shadow paging always resets: cr0_wp is in its root role.  No exit, no reset.")
-_ROOT_WHY = ("After an unload, kvm_mmu_load looks for a root with the new root_role.  The TDP "
-             "root role has cr0_wp = 1 always, so the role is unchanged, but before 6.4 the TDP "
-             "MMU frees a root nobody uses ('new'); from 6.4 it keeps it until invalidated "
-             "('found').  The shadow root role contains cr0_wp, so the first flip needs a "
-             "'new' root; flipping back finds the old pages in the hash ('found').  No "
-             "unload: 'kept'.")
+_ROOT_WHY = ("After an unload, kvm_mmu_load looks for a root with the new root_role.  Does "
+             "the TDP root role contain cr0_wp (it is constant 1), and does a TDP root nobody "
+             "uses survive the unload (freed before 6.4, kept until invalidated from 6.4)?  The "
+             "shadow root role contains cr0_wp: was a root for this WP value built before, and "
+             "are its pages still in the hash?  Without an unload the current root stays.")
 
 
 class WpCostProblem(Problem):
@@ -93,7 +92,7 @@ class WpCostProblem(Problem):
                 f"A booted 64-bit "
                 f"guest kernel (CR0.WP=1) {which}.  For {last}: does it cause a VM exit?  Does "
                 f"KVM unload the roots (kvm_mmu_reset_context)?  Where does the root come from "
-                f"at the next entry, one of {OUTCOMES}?")
+                f"at the next entry, one of {OUTCOMES}?\n{OUTCOME_TEXT}")
 
     def _steps(self) -> list[Step]:
         d = self.delta
@@ -228,6 +227,8 @@ def wp_hole(root_role_fn: Callable[[CpuRole], PageRole] = shadow_root_role,
 
 def make_problem(seed: int, difficulty: int = 1) -> Problem:
     """1: which role bits a WP flip changes; 2: what the flip costs; 3: find the bug."""
+    check_seed(seed)
+    check_difficulty(difficulty)        # before dispatching: 0, 4, None must not become 3
     if difficulty == 1:
         return WpChangeProblem(seed, 1)
     if difficulty == 2:

@@ -24,7 +24,8 @@ from typing import Any, Mapping
 from mmu.kvm.legacy import LegacyExtendedRole, mmu_role
 from mmu.x86.regs import CR0, CR4, EFER
 from mmu.kvm.roles import PageRole, cpu_role, shadow_root_role, tdp_root_role
-from mmu.book.exercises.base import CheckFailed, Problem, Step
+from mmu.book.exercises.base import (CheckFailed, Problem, Step, Template, check_difficulty,
+                                     check_seed, is_blank, set_hint, type_name)
 from mmu.book.exercises.roles import _show_set, describe_regs, field_rules, random_regs
 
 __all__ = ["KIND", "WordsProblem", "SplitProblem", "ToggleProblem", "LegacyExtProblem",
@@ -91,22 +92,23 @@ class WordsProblem(Problem):
         return self._word_steps()
 
     def template(self) -> dict:     # type: ignore[override]
-        return {label: ... for label, _, _ in self.words}
+        return Template({label: ... for label, _, _ in self.words})
 
     def _normalise(self, answer: Any) -> Mapping[str, Any]:
         if not isinstance(answer, Mapping):
-            raise CheckFailed(f"✘ give a dict like {self.template()} with one int per word, "
-                              f"not {type(answer).__name__}")
+            keys = ", ".join(repr(label) for label, _, _ in self.words)
+            raise CheckFailed(f"✘ give a dict with one int per word ({keys}), "
+                              f"not {type_name(answer)}")
         out = dict(answer)
         for label, role, _ in self.words:
             if label not in answer:
                 continue
             value = out.pop(label)
-            if value is ...:
+            if is_blank(value):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int):
+            if type(value) is not int:
                 raise CheckFailed(f"✘ {label!r} must be one int (e.g. 0x...), "
-                                  f"not {type(value).__name__}")
+                                  f"not {type_name(value)}")
             try:
                 got = type(role).from_word(value)
             except ValueError as e:
@@ -160,31 +162,22 @@ class SplitProblem(WordsProblem):
                 + (f"; the vCPU is {' and '.join(extra)}" if extra else "") + f".\n"
                 f"KVM uses {how}.  Give the Linux 5.18 root_mmu role word "
                 f"'mmu_role.base' (one u32), the Linux 5.19 'root_role' word, and 'differ': "
-                f"the set of field names (like 'cr0_wp') where the two words differ "
-                f"(set() if none).")
+                f"the set of page-role field names (as in PageRole.layout()) where the two "
+                f"words differ (set() if none).")
 
     def _steps(self) -> list[Step]:
         differ = frozenset(n for n, _, _ in self.old.diff(self.new))
         return self._word_steps() + [Step(
-            "differ", differ, "compare the two words field by field: 5.19 made the TDP root "
-            "role independent of the guest (cr0_wp = efer_nx = 1) and forces efer_nx = 1 for "
-            "shadow roots; where do the 5.18 and 5.19 rules give different values here?",
+            "differ", differ, "compare the two words field by field: for each field, "
+            "apply its 5.18 rule and its 5.19 rule to this state (TDP and shadow roots changed "
+            "in different ways with 5.19); keep the fields where the values differ.",
             ", ".join(sorted(differ)) or "nothing", _show_set)]
 
     def _hint(self, step: Step, given: Any) -> str:
-        if step.name != "differ" or not isinstance(given, (set, frozenset, list, tuple)):
+        if step.name != "differ":
             return super()._hint(step, given)
-        given = {str(g) for g in given}
-        order = [n for n, _, _ in PageRole.layout()]
-        unknown = sorted(given - set(order))
-        if unknown:
-            return f"{unknown[0]!r} is not a page-role field; names look like 'cr0_wp'."
-        for name in order:
-            if (name in given) != (name in step.value):
-                verb = "does differ" if name in step.value else "does not differ"
-                return (f"differ: {name} {verb}. 5.18 rule: '{legacy_rules(self.mmu)[name]}'; "
-                        f"5.19 rule: '{field_rules(self.mmu)[name]}'.")
-        return super()._hint(step, given)
+        return set_hint(step, given, [n for n, _, _ in PageRole.layout()],
+                        "the names in PageRole.layout()")
 
 
 _TOGGLES = (("cr0", CR0.WP), ("efer", EFER.NXE))
@@ -258,5 +251,7 @@ class LegacyExtProblem(WordsProblem):
 def make_problem(seed: int, difficulty: int = 1) -> Problem:
     """1: 5.18 vs 5.19 role words; 2: does a WP/NX toggle change the root role; 3: the
     5.18 extended word."""
+    check_seed(seed)
+    check_difficulty(difficulty)        # before dispatching on it
     cls = {2: ToggleProblem, 3: LegacyExtProblem}.get(difficulty, SplitProblem)
-    return cls(seed, difficulty)      # Problem.__init__ checks seed and difficulty
+    return cls(seed, difficulty)

@@ -19,7 +19,8 @@ from typing import Any
 from mmu.x86.regs import make_regs
 from mmu.kvm.roles import (cpu_role, nested_ept_role, nested_npt_roles, shadow_root_role,
                      tdp_root_role)
-from mmu.book.exercises.base import CheckFailed, Problem, Step
+from mmu.book.exercises.base import (CheckFailed, Problem, Step, TemplateList, check_difficulty,
+                                     check_seed)
 from mmu.book.exercises.legacy import WordsProblem
 from mmu.book.exercises.roles import describe_regs, field_rules, random_regs
 
@@ -186,8 +187,8 @@ class SharedRootsProblem(Problem):
         raise CheckFailed("✘ give a list of ints, one per situation: the number of the first "
                           "situation with the same root role")
 
-    def template(self) -> list:     # type: ignore[override]
-        return [...] * len(self.situations)
+    def template(self) -> TemplateList:     # type: ignore[override]
+        return TemplateList([...] * len(self.situations))
 
     def solution_code(self, var: str = "answer") -> str:
         lines = [f"{var} = ["] + [f"    {s.value!r},  # {s.name}: {s.worked}"
@@ -197,5 +198,7 @@ class SharedRootsProblem(Problem):
 
 def make_problem(seed: int, difficulty: int = 1) -> Problem:
     """1: nested EPT role words; 2: nested NPT role words; 3: which roots are shared."""
+    check_seed(seed)
+    check_difficulty(difficulty)        # before dispatching on it
     cls = {2: NestedNptProblem, 3: SharedRootsProblem}.get(difficulty, NestedEptProblem)
-    return cls(seed, difficulty)      # Problem.__init__ checks seed and difficulty
+    return cls(seed, difficulty)

@@ -5,6 +5,10 @@ come from :mod:`mmu.book.exercises.student`.  Each exercise cell prints a seeded
 next cell holds the teacher's solution between ``# BEGIN SOLUTION`` / ``# END SOLUTION``
 (generated from the problem's worked steps, so a solution can never disagree with the
 model without the lab's own test failing) and ends with ``problem.grade(answer)``.
+
+The generator also writes what the student tool and the grader read: the notebook's
+``metadata.mmu.lab`` (which lab this is, whatever the file is called later) and, on the
+two cells of exercise *n*, ``metadata.mmu = {"exercise": n, "cell": "problem" | "check"}``.
 """
 from __future__ import annotations
 
@@ -15,26 +19,50 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from mmu.book.exercises.base import Problem, registry
+from mmu.book.exercises.seeds import exercise_seeds, find_seed
 from mmu.book.exercises.student import BEGIN, END
 
-__all__ = ["LABS", "build_lab", "build_all", "find_seed"]
+__all__ = ["LABS", "GRADE_LINE", "build_lab", "build_all", "find_seed", "problem_source",
+           "lab_of", "exercise_of"]
 
-_HOW = ("Each exercise prints a problem made from a fixed seed, so everyone in the room gets "
-        "the same one.  Work it out on paper, write your answer in the cell below it "
-        "(replace the `...`), and run the cell: `problem.grade(answer)` says ✔ pass, or "
-        "names the **first step** that is wrong and the rule for it.  "
-        "`problem.template()` shows the shape of an answer.  Want more practice?  "
+#: The last line of every check cell.
+GRADE_LINE = "problem.grade(answer)"
+
+_HOW = ("Each exercise prints a problem made from a seed.  In the lab's own copy everyone "
+        "in the room gets the same seeds; if your teacher made your copy from the class "
+        "roster, your seeds are your own, derived from your student id and the lab "
+        "(exercises/README.md says how).  Work the problem out on paper, write your answer "
+        "in the cell below it (replace the `...`), and run the cell: "
+        "`problem.grade(answer)` says ✔ pass, or names the **first step** that is wrong "
+        "and the rule for it; either way the notebook runs on to the next exercise.  "
+        "`problem.template()` shows the shape of an answer.  Leave the seed and the last "
+        "line of each answer cell as they are: the grader re-creates your problems "
+        "and checks the `answer` you leave.  Want more practice?  "
         "`make_problem(seed, difficulty)` with another seed gives a fresh problem of the "
         "same kind.")
 
 
-def find_seed(kind: str, difficulty: int, want, start: int = 0, limit: int = 10_000) -> int:
-    """The first seed >= ``start`` whose problem satisfies ``want(problem)``."""
-    make = registry()[kind]
-    for seed in range(start, start + limit):
-        if want(make(seed, difficulty)):
-            return seed
-    raise ValueError(f"no seed in [{start}, {start + limit}) fits for {kind}/{difficulty}")
+def problem_source(seed: int, difficulty: int) -> str:
+    """The source of an exercise's problem cell."""
+    return f"problem = make_problem(seed={seed}, difficulty={difficulty})\nprint(problem)"
+
+
+def lab_of(nb) -> str | None:
+    """The lab a notebook was generated for (``metadata.mmu.lab``), or None."""
+    meta = nb.get("metadata", {}).get("mmu", {})
+    lab = meta.get("lab") if isinstance(meta, dict) else None
+    return lab if isinstance(lab, str) and lab in LABS else None
+
+
+def exercise_of(cell) -> tuple[int, str] | None:
+    """``(n, "problem" | "check")`` for a cell the generator marked, else None."""
+    meta = cell.get("metadata", {}).get("mmu", {})
+    if not isinstance(meta, dict):
+        return None
+    n, part = meta.get("exercise"), meta.get("cell")
+    if type(n) is int and n >= 1 and part in ("problem", "check"):
+        return n, part
+    return None
 
 
 #: Per lab: (title, what-you-will-see bullets, intro, exercises, extra cells).  Each exercise
@@ -247,19 +275,16 @@ LABS: dict[str, dict] = {
 }
 
 
-def _exercise_cells(kind: str, n: int, heading: str, text: str, difficulty: int, seed,
-                    used: set[int]) -> list:
-    if callable(seed):
-        seed = find_seed(kind, difficulty, seed, start=max(used, default=0) + 1)
-    used.add(seed)
+def _exercise_cells(kind: str, n: int, heading: str, text: str, difficulty: int,
+                    seed: int) -> list:
     problem: Problem = registry()[kind](seed, difficulty)
     cells = [new_markdown_cell(f"## Exercise {n}: {heading}\n\n"
                                + (text + "\n\n" if text else "")
                                + f"Difficulty {difficulty} of 3.  {problem.title}."),
-             new_code_cell(f"problem = make_problem(seed={seed}, difficulty={difficulty})\n"
-                           f"print(problem)")]
-    solution = problem.solution_code("answer")
-    cells.append(new_code_cell(f"{BEGIN}\n{solution}\n{END}\nproblem.grade(answer)"))
+             new_code_cell(problem_source(seed, difficulty)),
+             new_code_cell(f"{BEGIN}\n{problem.solution_code('answer')}\n{END}\n{GRADE_LINE}")]
+    cells[1].metadata["mmu"] = {"exercise": n, "cell": "problem"}
+    cells[2].metadata["mmu"] = {"exercise": n, "cell": "check"}
     return cells
 
 
@@ -268,15 +293,17 @@ def build_lab(kind: str) -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
+    nb.metadata["mmu"] = {"lab": kind}
     nb.cells = [
         new_markdown_cell(f"{spec['title']}\n\nWhat you will see:\n\n"
                           + "\n".join(f"* {s}" for s in spec["see"])),
         new_markdown_cell(f"## How this lab works\n\n{spec['intro']}\n\n{_HOW}"),
         new_code_cell(f"from mmu.book.exercises.{kind} import make_problem"),
     ]
-    used: set[int] = set()
-    for n, (heading, text, difficulty, seed) in enumerate(spec["exercises"], 1):
-        nb.cells += _exercise_cells(kind, n, heading, text, difficulty, seed, used)
+    seeds = exercise_seeds(kind)
+    for n, ((heading, text, _, _), (seed, difficulty)) in enumerate(
+            zip(spec["exercises"], seeds), 1):
+        nb.cells += _exercise_cells(kind, n, heading, text, difficulty, seed)
     nb.cells += spec.get("extra", [])
     for i, cell in enumerate(nb.cells):
         # Stable ids (nbformat draws random ones), so regenerating a lab only changes

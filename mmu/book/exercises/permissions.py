@@ -196,7 +196,8 @@ class ErrorCodeProblem(Problem):
                     f"rules that can concern a {self._who()} -- {self._checklist()}")
         if step.name == "error code" and isinstance(given, int) and not isinstance(given, bool):
             if step.value == 0:
-                return "there is no fault, so there is no error code: answer 0."
+                return ("there is no fault here (see the 'fault' step), so there is no "
+                        "error code to build.")
             diff = given ^ step.value
             for bit, name, why in _BITS:
                 if diff >> bit & 1:

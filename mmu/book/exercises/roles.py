@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from mmu.x86.regs import CR0, CR4, EFER, Regs, make_regs, paging_mode
 from mmu.kvm.roles import CpuRole, PageRole, cpu_role, shadow_root_role, tdp_root_role
-from mmu.book.exercises.base import CheckFailed, Problem, Step, hexs
+from mmu.book.exercises.base import (Blank, CheckFailed, Problem, Step, check_difficulty,
+                                     check_seed, hexs, set_hint, type_name)
 
 __all__ = ["KIND", "RoleWordProblem", "RoleChangeProblem", "make_problem", "field_rules",
            "describe_regs", "random_regs"]
@@ -139,15 +140,15 @@ class RoleWordProblem(Problem):
     def _steps(self) -> list[Step]:
         return _word_steps(self.role, field_rules(self.flavour), self.what)
 
-    def template(self) -> int:   # type: ignore[override]
-        return ...
+    def template(self) -> Blank:   # type: ignore[override]
+        return Blank(f"one int: {self.what}.word, like 0x...")
 
     def _normalise(self, answer: Any) -> Mapping[str, Any]:
         if isinstance(answer, Mapping):      # field by field, as solve() gives it
             return answer
-        if isinstance(answer, bool) or not isinstance(answer, int):
+        if type(answer) is not int:
             raise CheckFailed(f"✘ give {self.what}.word as one int (e.g. 0x...), "
-                              f"not {type(answer).__name__}")
+                              f"not {type_name(answer)}")
         try:
             role = PageRole.from_word(answer)
         except ValueError as e:
@@ -203,8 +204,9 @@ class RoleChangeProblem(Problem):
         how = "TDP (EPT/NPT, 4-level)" if self.mmu == "tdp" else "shadow paging"
         return (f"KVM uses {how}.  The guest goes from\n  {describe_regs(self.old)}\nto\n  "
                 f"{describe_regs(self.new)}\n(it flipped {self.reg.upper()}.{self.bit.name}).\n"
-                f"Which fields of cpu_role change (names like 'base.cr0_wp', 'ext.cr4_smep'), "
-                f"and which of root_role (names like 'cr0_wp')?  Give two sets; an empty "
+                f"Which fields of cpu_role change (written 'base.<field>' or 'ext.<field>'), "
+                f"and which of root_role (written '<field>')?  Field names as in "
+                f"PageRole.layout() and CpuRole().ext.layout().  Give two sets; an empty "
                 f"set() if nothing changes.")
 
     def _steps(self) -> list[Step]:
@@ -212,9 +214,9 @@ class RoleChangeProblem(Problem):
         root = frozenset(f for f, _, _ in self.old_root.diff(self.new_root))
         flav = self.mmu
         return [
-            Step("cpu_role", cpu, "cpu_role follows kvm_calc_cpu_role: check each field's "
-                 "rule (base.level, base.efer_nx, base.cr0_wp, base.smep_andnot_wp, ..., "
-                 "ext.cr4_pse, ext.cr4_smep, ...) before and after.",
+            Step("cpu_role", cpu, "cpu_role follows kvm_calc_cpu_role: go through every "
+                 "field of base and ext, apply its rule to the registers before and after, "
+                 "and keep the fields whose value differs.",
                  ", ".join(sorted(cpu)) or "nothing", _show_set),
             Step("root_role", root, f"root_role is the {flav} root role: "
                  + ("only SMM, guest mode and KVM's own TDP level/format enter it"
@@ -223,27 +225,11 @@ class RoleChangeProblem(Problem):
         ]
 
     def _hint(self, step: Step, given: Any) -> str:
-        if not isinstance(given, (set, frozenset, list, tuple)):
-            return super()._hint(step, given)
-        given = {str(g) for g in given}
         if step.name == "cpu_role":
-            order = [f"base.{n}" for n, _, _ in PageRole.layout()] + \
+            known = [f"base.{n}" for n, _, _ in PageRole.layout()] + \
                 [f"ext.{n}" for n, _, _ in CpuRole().ext.layout()]
-
-            def rule(name: str) -> str:
-                part, field = name.split(".")
-                return (_EXT_RULES if part == "ext" else _CPU_RULES)[field]
-        else:
-            order = [n for n, _, _ in PageRole.layout()]
-            rule = field_rules(self.mmu).__getitem__
-        unknown = sorted(given - set(order))
-        if unknown:
-            return f"{unknown[0]!r} is not a field of {step.name}; names look like {order[0]!r}."
-        for name in order:
-            if (name in given) != (name in step.value):
-                verb = "does change" if name in step.value else "does not change"
-                return f"{step.name}.{name} {verb}: its rule is '{rule(name)}'."
-        return super()._hint(step, given)
+            return set_hint(step, given, known, "'base.<field>' or 'ext.<field>'")
+        return set_hint(step, given, [n for n, _, _ in PageRole.layout()], "'<field>'")
 
 
 def _show_set(s) -> str:
@@ -252,6 +238,8 @@ def _show_set(s) -> str:
 
 def make_problem(seed: int, difficulty: int = 1) -> Problem:
     """Difficulty 1-2: a role word to compute; 3: which role fields change."""
+    check_seed(seed)
+    check_difficulty(difficulty)        # before dispatching on it
     if difficulty == 3:
         return RoleChangeProblem(seed, difficulty)
     return RoleWordProblem(seed, difficulty)

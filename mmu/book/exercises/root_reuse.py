@@ -24,9 +24,9 @@ from collections import Counter
 from typing import Any
 
 from mmu.x86.regs import CR0, CR4
-from mmu.book.exercises.base import CheckFailed, Problem, Step
+from mmu.book.exercises.base import CheckFailed, Problem, Step, TemplateList, is_blank
 
-__all__ = ["KIND", "OUTCOMES", "RootReuseProblem", "make_problem", "classify"]
+__all__ = ["KIND", "OUTCOMES", "OUTCOME_TEXT", "RootReuseProblem", "make_problem", "classify"]
 
 KIND = "root_reuse"
 
@@ -35,27 +35,33 @@ OUTCOMES = ("kept", "prev_roots", "found", "new")
 _CR3_SHADOW = ("Write down the 1 + 3 slots (current, prev_roots[0..2]) after every step.  "
                "Under shadow paging a MOV to CR3 exits to kvm_mmu_new_pgd: fast_pgd_switch "
                "searches the current root and prev_roots[0..2] for one with this CR3 and the "
-               "current root_role ('prev_roots'; the old current root becomes prev_roots[0], "
-               "the least recently used one falls out).  On a miss kvm_mmu_load looks up the "
-               "per-VM hash by (gfn of CR3, root_role): 'found' if that shadow page still "
-               "exists, else 'new'.")
+               "current root_role (a hit swaps it in: the old current root becomes "
+               "prev_roots[0], the least recently used one falls out).  On a miss "
+               "kvm_mmu_load looks up the per-VM hash by (gfn of CR3, root_role): does a "
+               "shadow page for that pair still exist?")
 _CR3_TDP = ("With EPT/NPT, does a guest MOV to CR3 reach KVM at all?  kvm_set_cr3 runs only "
             "when CR3 loads are intercepted (facts §3.2), and a TDP root maps guest-physical "
             "addresses for every process (role.direct, so the PGD is not compared).  Ask what "
             "KVM would have to do with the root, and when.")
-_WP = ("A CR0.WP-only toggle: on Intel with EPT in 6.4 WP is guest-owned and does not exit "
-       "('kept'); 6.4 with TDP otherwise only re-runs kvm_init_mmu ('kept').  Before 6.4, and "
-       "always with shadow paging, kvm_post_set_cr0 calls kvm_mmu_reset_context, which "
-       "unloads every root; then kvm_mmu_load looks for a root with the new root_role.  The "
-       "TDP root role does not contain WP; a TDP root with no user is freed before 6.4 "
-       "('new'), kept alive from 6.4 ('found').  The shadow root role contains cr0_wp: its "
-       "pages for the old WP stay in the hash.")
+_WP = ("A CR0.WP-only toggle.  Does it exit at all (on Intel with EPT, 6.4 makes WP "
+       "guest-owned)?  If it exits, does kvm_post_set_cr0 unload the roots with "
+       "kvm_mmu_reset_context (before 6.4 always; from 6.4 with TDP it only re-runs "
+       "kvm_init_mmu; shadow paging always)?  After an unload kvm_mmu_load looks for a root "
+       "with the new root_role: does the TDP root role contain WP, and does a TDP root with "
+       "no user survive (freed before 6.4, kept alive from 6.4)?  The shadow root role "
+       "contains cr0_wp: are pages for this WP value still in the hash?")
 _SMEP = ("CR4.SMEP is a role bit (KVM_MMU_CR4_ROLE_BITS): kvm_mmu_reset_context unloads every "
-         "root, then kvm_mmu_load looks for one with the new root_role (TDP: unchanged; "
-         "shadow: changes only through smep_andnot_wp, i.e. when CR0.WP=0).  A TDP root with "
-         "no user is freed before 6.4 ('new'), preserved from 6.4 ('found'); shadow pages stay "
-         "in the hash.")
+         "root, then kvm_mmu_load looks for one with the new root_role.  Does the root_role "
+         "change (TDP: only KVM's level and format, SMM and guest mode enter it; shadow: SMEP "
+         "enters only through smep_andnot_wp, i.e. with CR0.WP=0)?  Is a root with that role "
+         "still alive (a TDP root with no user is freed before 6.4 and preserved from 6.4; "
+         "shadow pages stay in the hash)?")
 
+#: What each outcome means, in every statement that asks for one.
+OUTCOME_TEXT = ("Outcomes: 'kept' = the current root stays in use (no exit, or no MMU work); "
+                "'prev_roots' = fast_pgd_switch found a usable root in the root cache; "
+                "'found' = the root was dropped and kvm_mmu_load found a root page with the "
+                "same (gfn, root_role) still alive; 'new' = kvm_mmu_load built a new root.")
 
 def classify(delta: Counter) -> str:
     """The outcome of one step from the vCPU's counter increments."""
@@ -122,7 +128,8 @@ class RootReuseProblem(Problem):
                  f"{self.cr3s[0]:#x} (CR0.WP=1, SMEP off) and is running on that root.  Then, "
                  f"each followed by a guest entry:"]
         lines += [f"  step {i}: {label}" for i, label in enumerate(self.labels, 1)]
-        lines.append(f"For each step say where the root comes from: one of {OUTCOMES}.")
+        lines.append(f"For each step say where the root comes from: one of {OUTCOMES}.\n"
+                     + OUTCOME_TEXT)
         return "\n".join(lines)
 
     def _steps(self) -> list[Step]:
@@ -138,7 +145,9 @@ class RootReuseProblem(Problem):
         if isinstance(answer, (list, tuple)):
             answer = {f"step {i}": a for i, a in enumerate(answer, 1)}
         if isinstance(answer, dict):
-            bad = [a for a in answer.values() if a is not ... and a not in OUTCOMES]
+            # Only strs are looked up here; other types get the step's wrong-type hint.
+            bad = [a for a in answer.values()
+                   if not is_blank(a) and type(a) is str and a not in OUTCOMES]
             if bad:
                 raise CheckFailed(f"✘ {bad[0]!r} is not an outcome; allowed {OUTCOMES}")
             return answer
@@ -148,8 +157,8 @@ class RootReuseProblem(Problem):
         lines = [f"{var} = ["] + [f"    {s.value!r},  # {s.name}: {s.worked}" for s in self.steps()]
         return "\n".join(lines + ["]"])
 
-    def template(self) -> list:     # type: ignore[override]
-        return [...] * len(self.ops)
+    def template(self) -> TemplateList:     # type: ignore[override]
+        return TemplateList([...] * len(self.ops))
 
     def explain(self) -> str:
         return "\n".join(f"{s.name}: {s.worked} -> {s.value}" for s in self.steps()) + \
