@@ -8,7 +8,8 @@ only when no ``chromium`` is on PATH (``needs_chromium``).
 * ``browser_page(tmp_path)`` -- a context manager giving a fresh page in a fresh profile
   and the list into which console errors and page errors are collected;
 * ``run_all`` / ``run_all_until`` -- JupyterLab's Run → Run All, with one retry when the
-  kernel was still starting.
+  kernel was still starting;
+* ``choose`` -- pick an option of an ipywidgets Dropdown (a ``<select>``) by its label.
 """
 from __future__ import annotations
 
@@ -79,3 +80,11 @@ def run_all_until(page, locator, server, attempts: int = 2) -> None:
                           ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
     pytest.fail(f"{locator} never appeared after {attempts} Run All; error outputs: "
                 f"{errors!r}\n--- server log ---\n{server.log_text()}")
+
+
+def choose(page, scope: str, label: str) -> None:
+    """Select the option labelled ``label`` in the first ipywidgets Dropdown inside the
+    element matched by CSS ``scope`` that offers it (the widget renders a ``<select>``)."""
+    select = page.locator(f"{scope} select", has=page.locator("option", has_text=label)).first
+    select.scroll_into_view_if_needed()
+    select.select_option(label=label)

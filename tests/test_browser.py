@@ -10,7 +10,10 @@ The test opens 05_role_explorer.ipynb with ``&reset`` (no saved workspace), runs
 Run → Run All (menu command ``runmenu:run-all``), waits for the explorer, ticks off
 the CR0.WP checkbox *in the page*, and checks that the role view and the root-outcome
 indicator change, that the text says cr0_wp changed, and that the console logged no
-errors.  It saves artifacts/browser/role_explorer.png (after the flip).
+errors.  It saves artifacts/browser/role_explorer.png (after the flip).  Then it
+chooses Linux 6.18, ticks CR0.WP again and ticks CR4.CET (enabled only on 6.18): the
+outcome must be "no VM exit at all" (CR4.CET is guest-owned on 6.18's VMX and is no role
+bit) and the role tables must show 6.18's is_mirror row; artifacts/browser/role_explorer_cet.png.
 
 Skips, saying why, only when no ``chromium`` is on PATH.
 """
@@ -21,11 +24,12 @@ import time
 
 import pytest
 
-from browser_support import browser_page, needs_chromium, run_all_until
+from browser_support import browser_page, choose, needs_chromium, run_all_until
 from conftest import BIN, REPO, free_port, jupyter_env, lab_args, new_token, serve
 
 NOTEBOOK = "05_role_explorer.ipynb"
 SCREENSHOT = REPO / "artifacts" / "browser" / "role_explorer.png"
+SCREENSHOT_CET = REPO / "artifacts" / "browser" / "role_explorer_cet.png"
 
 pytestmark = needs_chromium
 
@@ -76,6 +80,25 @@ def test_role_explorer_flips_cr0_wp_in_chromium(lab, tmp_path):
             "e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(200)
         page.screenshot(path=str(SCREENSHOT))
+
+        # One CET toggle on 6.18: the box is disabled on 6.4 and enabled on 6.18.
+        cet = page.get_by_role("checkbox", name="CR4.CET").first
+        sync_api.expect(cet).to_be_disabled()
+        choose(page, ".role-explorer", "Linux 6.18")
+        sync_api.expect(outcome).to_have_attribute("data-outcome", "new-vm")
+        sync_api.expect(cet).to_be_enabled()
+        checkbox.check()                              # CR4.CET needs CR0.WP=1
+        sync_api.expect(outcome).to_have_attribute("data-outcome", "no-exit")
+        cet.check()
+        sync_api.expect(view).to_contain_text("MOV to CR4")
+        sync_api.expect(outcome).to_have_attribute("data-outcome", "no-exit")
+        sync_api.expect(outcome).to_contain_text("no VM exit at all")
+        sync_api.expect(page.locator(".role-view tr", has_text="is_mirror").first
+                        ).to_contain_text("= same")
+        page.locator(".role-explorer").first.evaluate(
+            "e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(200)
+        page.screenshot(path=str(SCREENSHOT_CET))
     print(f"\nbrowser test: {time.monotonic() - started:.1f} s in the browser; "
-          f"screenshot {SCREENSHOT.relative_to(REPO)}")
+          f"screenshots {SCREENSHOT.relative_to(REPO)}, {SCREENSHOT_CET.relative_to(REPO)}")
     assert errors == [], "\n".join(errors) + "\n--- server log ---\n" + server.log_text()

@@ -8,22 +8,30 @@ from mmu.x86.regs import EFER
 # the role mask from 5.17 (d6174299365d, §3.1), kvm_mmu_new_pgd uses the stored role
 # from 5.18 (§2.2), and the four 2023 CR0.WP changes plus TDP-root preservation in 6.4
 # (§3.2, §3.3, §4, §9).
+# is_mirror (bit 19) is 6.14: read in the 6.18.2 kvm_host.h, absent from 6.4.6 and 6.12.19.
+# CET (6.18): CR4_RESERVED_BITS in 6.18.2 kvm_host.h lacks X86_CR4_CET, 6.12.19's has it.
+# 6.9 (read in 6.12.19 against 6.4.6): mmu_alloc_direct_roots calls kvm_tdp_mmu_alloc_root
+# (alloc), and kvm_mmu_after_set_cpuid sets root_role.invalid (cpuid).  6.6: 6.12.19's
+# mmu_alloc_shadow_roots loads kvm_mmu_get_dummy_root() where 6.4.6 calls mmu_check_root.
 EXPECTED = {
-    #        split  lme    newpgd preserve nounload nonpg  owned  refresh
-    "5.15": (False, False, False, False,   False,   False, False, False),
-    "5.18": (False, True,  True,  False,   False,   False, False, False),
-    "5.19": (True,  True,  True,  False,   False,   False, False, False),
-    "6.1":  (True,  True,  True,  False,   False,   False, False, False),
-    "6.4":  (True,  True,  True,  True,    True,    True,  True,  True),
+    #        split  lme    newpgd preserve nounload nonpg  owned  refresh mirror cet    alloc  cpuid  dummy
+    "5.15": (False, False, False, False,   False,   False, False, False,  False, False, False, False, False),
+    "5.18": (False, True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "5.19": (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "6.1":  (True,  True,  True,  False,   False,   False, False, False,  False, False, False, False, False),
+    "6.4":  (True,  True,  True,  True,    True,    True,  True,  True,   False, False, False, False, False),
+    "6.12": (True,  True,  True,  True,    True,    True,  True,  True,   False, False, True,  True,  True),
+    "6.18": (True,  True,  True,  True,    True,    True,  True,  True,   True,  True,  True,  True,  True),
 }
 ORDER = ("role_split", "efer_lme_resets", "new_pgd_uses_mmu_role", "tdp_root_preserved",
          "cr0_wp_tdp_no_unload", "ignore_wp_nonpaging", "cr0_wp_guest_owned",
-         "wp_refresh_in_permission_fault")
+         "wp_refresh_in_permission_fault", "page_role_is_mirror", "cet_virtualized",
+         "tdp_root_alloc_read_lock", "cpuid_invalidates_root_role", "shadow_dummy_root")
 
 
 def test_flag_names_are_the_documented_ones():
     assert set(FLAG_NAMES) == set(ORDER)
-    assert ERA_NAMES == ("5.15", "5.18", "5.19", "6.1", "6.4")
+    assert ERA_NAMES == ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18")
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -312,3 +312,58 @@ def test_bad_inputs():
         CpuRole.from_u64(-1)
     with pytest.raises(TypeError, match="diff"):
         cpu.base.diff(cpu.ext)
+
+
+# --- 6.14+: is_mirror (bit 19) ------------------------------------------------------------
+# Source: kvm_host.h union kvm_mmu_page_role -- 6.12.19 has passthrough:1 then ":5" unused
+# bits before smm; 6.18.2 has passthrough:1, is_mirror:1, ":4", smm:8 (tag [K618-ROLE]).
+# So bit 19 = 0x80000 is a named field from 6.14 and an unused bit before.
+MIRROR_ERA = "6.18"
+
+
+def test_is_mirror_is_bit_19_only_from_6_14():
+    assert ("is_mirror", 19, 1) in PageRole.layout(MIRROR_ERA)
+    assert "is_mirror" not in [n for n, _, _ in PageRole.layout()]           # 5.19-6.13
+    assert "is_mirror" not in [n for n, _, _ in PageRole.layout("6.12")]
+    # used_mask: 0xff07ffff before (bits 0-18 and 24-31), 0xff0fffff with bit 19.
+    assert PageRole.used_mask() == 0xFF07_FFFF
+    assert PageRole.used_mask("6.12") == 0xFF07_FFFF
+    assert PageRole.used_mask(MIRROR_ERA) == 0xFF0F_FFFF
+
+
+def test_from_word_accepts_is_mirror_only_in_6_14_plus_eras():
+    # A TDX mirror root on a 4-level TDP host: the ordinary TDP root role 0x3784 (level 4,
+    # direct 0x80, access 7 << 8, efer_nx 0x1000, cr0_wp 0x2000) plus bit 19 = 0x83784.
+    role = PageRole.from_word(0x83784, MIRROR_ERA)
+    assert (role.is_mirror, role.level, role.direct, role.cr0_wp, role.efer_nx) == (1, 4, 1, 1, 1)
+    assert role.word == 0x83784
+    for era in (None, "6.4", "6.12"):
+        with pytest.raises(ValueError, match=r"unused bits 0x80000.*is_mirror.*6\.18"):
+            PageRole.from_word(0x83784, era)
+    with pytest.raises(ValueError, match="unknown kernel era"):
+        PageRole.from_word(0x3784, "6.13")
+    # The CPU role's base is the same union.
+    assert CpuRole.from_u64(0x83784 | 1 << 32, MIRROR_ERA).base.is_mirror == 1
+    with pytest.raises(ValueError, match="is_mirror"):
+        CpuRole.from_u64(0x83784 | 1 << 32)
+
+
+def test_is_mirror_row_shown_only_where_the_kernel_has_it():
+    rows = [r.name for r in PageRole().fields(era=MIRROR_ERA)]
+    assert rows[-3:] == ["passthrough", "is_mirror", "smm"]
+    assert "is_mirror" not in [r.name for r in PageRole().fields(era="6.12")]
+    assert "base.is_mirror" in [r.name for r in CpuRole().fields(era=MIRROR_ERA)]
+    # A set bit is never hidden, whatever the era says.
+    assert "is_mirror" in [r.name for r in PageRole(is_mirror=1).fields()]
+
+
+def test_is_mirror_is_zero_for_every_modelled_role():
+    # 6.18.2 mmu.c: the root-role builders (kvm_calc_tdp_mmu_root_page_role,
+    # kvm_init_shadow_mmu, kvm_calc_shadow_ept_root_page_role, ...) never set it; only
+    # kvm_tdp_mmu_alloc_root(vcpu, mirror=true) does, for a TDX VM, which is not modelled.
+    for s in STATES:
+        cpu = cpu_role(regs_of(s))
+        assert cpu.base.is_mirror == 0
+        assert tdp_root_role(cpu).is_mirror == 0
+        if cpu.base.level:
+            assert shadow_root_role(cpu).is_mirror == 0

@@ -154,7 +154,9 @@ PATCHES: tuple[Patch, ...] = (
           "which uses the CPU role), so the field becomes a 32-bit union kvm_mmu_page_role "
           "and, since every use is touched anyway, is renamed mmu_role -> root_role.  "
           "kvm_mmu_after_set_cpuid zeroes root_role.word (a zero root role is impossible: "
-          "level is never 0) instead of clearing ext.valid.",
+          "level is never 0) instead of clearing ext.valid.  (Later changed: since 6.9 it "
+          "sets root_role.invalid = 1 instead, because a zeroed word made "
+          "kvm_mmu_free_roots take direct=0 for a TDP MMU root; docs/eras.md.)",
           ("mmu_role", "root_role", "kvm_mmu_after_set_cpuid"), "ext_bits",
           ("[LINUS-0527]", "[RR-v2-15]")),
     Patch(15, "7a7ae8292391", "KVM: x86/mmu: rename kvm_mmu_role union", _P, "refactor",

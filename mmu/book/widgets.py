@@ -13,13 +13,13 @@ import ipywidgets as W
 
 from mmu.book.widget_refusals import RefusingWidget
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
-                               explore, render)
+                               cet_supported, explore, render)
 
 __all__ = ["RoleExplorer"]
 
 _GROUPS = (
     ("CR0", ("cr0_pg", "cr0_wp")),
-    ("CR4", ("cr4_pae", "cr4_pse", "cr4_la57", "cr4_smep", "cr4_smap", "cr4_pke")),
+    ("CR4", ("cr4_pae", "cr4_pse", "cr4_la57", "cr4_smep", "cr4_smap", "cr4_pke", "cr4_cet")),
     ("EFER", ("efer_lme", "efer_nx")),
     ("vCPU", ("smm", "guest_mode")),
     ("host", ("tdp", "tdp_mmu")),
@@ -59,7 +59,7 @@ class RoleExplorer(RefusingWidget):
         self.dropdowns = {
             "kernel": W.Dropdown(options=[(f"Linux {k}", k) for k in KERNELS],
                                  value=state.kernel, description="kernel",
-                                 layout=W.Layout(width="170px")),
+                                 layout=W.Layout(width="190px")),
             "vendor": W.Dropdown(options=[("Intel (VMX, EPT)", "intel"),
                                           ("AMD (SVM, NPT)", "amd")],
                                  value=state.vendor, description="vendor",
@@ -75,6 +75,7 @@ class RoleExplorer(RefusingWidget):
                 for title, names in _GROUPS]
         rows.append(W.HBox(list(self.dropdowns.values())))
         self.controls = W.VBox(rows)
+        self._enable_cet(state.kernel)
         self.widget = W.VBox([self.controls, self.html])
         self.widget.add_class("role-explorer")
         self.result = explore(state)
@@ -87,7 +88,17 @@ class RoleExplorer(RefusingWidget):
     def _requested(self) -> ExplorerState:
         values = {n: w.value for n, w in self.checkboxes.items()}
         values.update({n: w.value for n, w in self.dropdowns.items()})
+        if not cet_supported(values["kernel"]):
+            # The CR4.CET box is disabled for kernels that reserve the bit (before 6.18):
+            # choosing such a kernel boots its guest without CET.
+            values["cr4_cet"] = False
         return dataclasses.replace(self.state, **values)
+
+    def _enable_cet(self, kernel: str) -> None:
+        """The CR4.CET control is usable only where the kernel lets a guest set it."""
+        box = self.checkboxes["cr4_cet"]
+        box.disabled = not cet_supported(kernel)
+        box.description = FLAG_LABELS["cr4_cet"] + ("" if not box.disabled else " (6.18+)")
 
     def _on_change(self, change: dict) -> None:
         if not self._muted:
@@ -102,7 +113,9 @@ class RoleExplorer(RefusingWidget):
             self._refuse(str(e), old)
             return
         self.state = res.effective
-        if res.effective != res.state:
+        self._enable_cet(res.effective.kernel)
+        if res.effective != res.state or \
+                self.checkboxes["cr4_cet"].value != res.effective.cr4_cet:
             # The write faulted (#GP), or the state is one KVM never holds (refused): the
             # registers keep their old values, and so do the controls; the view says why.
             self._set_controls(res.effective)
@@ -127,6 +140,11 @@ class RoleExplorer(RefusingWidget):
                 raise ValueError(f"unknown control {name!r}: allowed {sorted(fields)}")
         controls = self._control_map()
         self._check_values({k: v for k, v in values.items() if k in controls})
+        kernel = values.get("kernel", self.state.kernel)
+        if values.get("cr4_cet") is True and kernel in KERNELS and not cet_supported(kernel):
+            raise ValueError(f"cr4_cet=True: the CR4.CET control is disabled for Linux {kernel} "
+                             f"(KVM virtualizes CET from 6.18); allowed only with kernel "
+                             f"{[k for k in KERNELS if cet_supported(k)]}")
         wanted = self._requested().replace(**values)    # checks every field first
         old = {n: w.value for n, w in controls.items()}
         self._set_controls(wanted)

@@ -6,12 +6,15 @@ Kernel counterparts (x86.c; 6.4 read for the details, era differences below):
   (:meth:`mmu.kvm.vendor.VendorOps.cr0_write_exits`), then ``kvm_set_cr0`` (its #GP
   checks, inline in 6.4; EFER.LMA maintained as
   ``vmx_set_cr0``/``svm_set_cr0`` do on paging changes) and ``kvm_post_set_cr0``.
+  6.18 adds a #GP for clearing CR0.WP while CR4.CET=1 (era flag ``cet_virtualized``).
   ``kvm_post_set_cr0`` differs by era (asked of :meth:`mmu.kvm.eras.Era.post_set_cr0_wp_only`):
   6.4 returns early on a WP-only toggle with paging off (e40bcf9f3a18) and, with TDP,
   calls only ``kvm_init_mmu`` (01b31714bd90, backported to 6.1.y); every era resets the
   MMU context when a ``KVM_MMU_CR0_ROLE_BITS`` bit (PG, WP) changes;
-* :meth:`CrWrites.set_cr4` -- ``kvm_set_cr4`` (``kvm_is_valid_cr4`` and the long-mode
-  checks) and ``kvm_post_set_cr4``: a ``KVM_MMU_CR4_ROLE_BITS`` change resets the context;
+* :meth:`CrWrites.set_cr4` -- ``kvm_set_cr4`` (``kvm_is_valid_cr4``: the era's
+  ``CR4_RESERVED_BITS``, :attr:`mmu.kvm.eras.Era.cr4_valid_bits`, so CR4.SMXE and CR4.PKS
+  always and CR4.CET before 6.18 #GP; the long-mode checks; 6.18's #GP for CR4.CET=1 while
+  CR0.WP=0) and ``kvm_post_set_cr4``: a ``KVM_MMU_CR4_ROLE_BITS`` change resets the context;
   CR4.PCIDE 0->1 with shadow paging unloads (stale prev_roots);
 * :meth:`CrWrites.set_efer` -- ``set_efer`` (``__kvm_valid_efer``; LMA is the CPU's): a
   change of the era's ``KVM_MMU_EFER_ROLE_BITS`` (NX; LME too since d6174299365d, 5.17,
@@ -19,6 +22,10 @@ Kernel counterparts (x86.c; 6.4 read for the details, era differences below):
 * :meth:`CrWrites.set_cr3` -- ``kvm_set_cr3``: with EPT/NPT the write does not exit
   (the CPU checks it); otherwise the MAXPHYADDR check and ``kvm_mmu_new_pgd``
   (:mod:`mmu.kvm.mmu_context`).
+
+A write that does not exit is checked by the CPU alone: for CR0 and CR4 that matters only
+for the CET rule (SDM Vol. 3A 2.5: CR0.WP cannot be cleared while CR4.CET=1, CR4.CET cannot
+be set while CR0.WP=0), which on 6.18's VMX can meet a guest-owned WP or CET.
 
 Every write ends with ``kvm_mmu_reload`` (the next ``vcpu_enter_guest``).  The role masks
 are ``mmu.h``'s (facts §3.1).  Simplifications: ``load_pdptrs`` always succeeds (a PAE
@@ -41,7 +48,6 @@ KVM_MMU_CR4_ROLE_BITS = int(CR4.PSE | CR4.PAE | CR4.LA57 | CR4.SMEP | CR4.SMAP |
 #: CR0 bits KVM keeps (CR0_RESERVED_BITS is the complement in the low 32 bits).
 _CR0_DEFINED = int(CR0.PE | CR0.MP | CR0.EM | CR0.TS | CR0.ET | CR0.NE | CR0.WP | CR0.AM
                    | CR0.NW | CR0.CD | CR0.PG)
-_CR4_DEFINED = int(sum(CR4))
 _EFER_DEFINED = int(sum(EFER))
 #: CR0 after RESET: x86.c ``kvm_vcpu_reset`` (5.15+; before, ``vmx_vcpu_reset`` and
 #: ``init_vmcb`` wrote the same value) sets ET, and CD|NW on RESET (kept on INIT):
@@ -49,6 +55,16 @@ _EFER_DEFINED = int(sum(EFER))
 RESET_CR0 = int(CR0.ET | CR0.CD | CR0.NW)
 X86_CR3_PCID_NOFLUSH = 1 << 63
 _PCID_MASK = 0xFFF
+
+
+def _cet_fault(cr0: int, cr4: int) -> "str | None":
+    """The CET/WP rule (SDM Vol. 3A 2.5, CR4.CET): CR4.CET=1 requires CR0.WP=1.  Why a
+    write that would leave ``cr0``/``cr4`` breaks it, or None.  6.18's ``kvm_set_cr0`` and
+    ``kvm_set_cr4`` make the same two checks (read in 6.18.2 x86.c; not in 6.12.19)."""
+    if cr4 & CR4.CET and not cr0 & CR0.WP:
+        return ("CR4.CET=1 requires CR0.WP=1: clear CR4.CET before CR0.WP, set CR0.WP "
+                "before CR4.CET")
+    return None
 
 
 class CrWrites:
@@ -65,12 +81,22 @@ class CrWrites:
         old = self.regs.cr0
         exits, why = self.x86_ops.cr0_write_exits(old, value)
         if not exits:
+            cpu = _cet_fault(value, self.regs.cr4)
+            if cpu is not None:
+                return self._cpu_gp(mark, "CR0", cpu)
             self.stats["cr0_writes_no_exit"] += 1
             return self._without_exit(mark, "cr0", value, f"{old:#x}->{value:#x}: {why}")
         self._exit(f"MOV to CR0 ({why})")
         fault = self._kvm_set_cr0(value)
         self.kvm_mmu_reload()
         return self._result(mark, exited=True, fault=fault)
+
+    def _cpu_gp(self, mark: int, reg: str, reason: str) -> WriteResult:
+        """A MOV to ``reg`` that does not exit but breaks an architectural rule: the CPU
+        raises #GP in the guest; KVM never runs and the register keeps its value."""
+        fault = self._gp_fault(f"MOV to {reg} without exit", gp(
+            f"{reason} (raised by the CPU; no VM exit, KVM is not involved)"))
+        return self._result(mark, exited=False, fault=fault)
 
     def _without_exit(self, mark: int, reg: str, value: int, detail: str) -> WriteResult:
         """A MOV to ``reg`` the vendor lets through: the CPU writes the register and KVM
@@ -101,6 +127,9 @@ class CrWrites:
                     fault = gp("enabling long-mode paging with CS.L=1")
             elif not cr0 & CR0.PG and (self.cs_l and efer & EFER.LMA or self.regs.cr4 & CR4.PCIDE):
                 fault = gp("clearing CR0.PG in 64-bit mode or with CR4.PCIDE=1")
+            elif self.era.cet_virtualized:
+                reason = _cet_fault(cr0, self.regs.cr4)      # 6.18 kvm_set_cr0
+                fault = gp(reason) if reason else None
         if fault is not None:
             return self._gp_fault("kvm_set_cr0", fault)
         efer = self.regs.efer
@@ -151,19 +180,27 @@ class CrWrites:
         mark = self._begin()
         old = self.regs.cr4
         if not self.x86_ops.cr4_write_exits(old, value):
+            cpu = _cet_fault(self.regs.cr0, value)
+            if cpu is not None:
+                return self._cpu_gp(mark, "CR4", cpu)
             return self._without_exit(mark, "cr4", value, f"{old:#x}->{value:#x}: only "
                                                           "guest-owned bits changed")
         self._exit("MOV to CR4")
         fault = None
         lma = self.regs.efer & EFER.LMA
-        if value & ~_CR4_DEFINED:
-            fault = gp(f"cr4={value:#x}: reserved bits {value & ~_CR4_DEFINED:#x} set")
+        valid = self.era.cr4_valid_bits
+        if value & ~valid:
+            named = value & ~valid & int(sum(CR4))     # SMXE, PKS, or CET before 6.18
+            fault = gp(f"cr4={value:#x}: reserved bits {value & ~valid:#x} set"
+                       + (f" ({bit_names(CR4, named)})" if named else ""))
         elif lma and not value & CR4.PAE:
             fault = gp("clearing CR4.PAE in long mode")
         elif lma and (old ^ value) & CR4.LA57:
             fault = gp("changing CR4.LA57 in long mode")
         elif value & CR4.PCIDE and not old & CR4.PCIDE and (self.regs.cr3 & _PCID_MASK or not lma):
             fault = gp("CR4.PCIDE 0->1 requires long mode and CR3[11:0]=0")
+        elif self.era.cet_virtualized and _cet_fault(self.regs.cr0, value):
+            fault = gp(_cet_fault(self.regs.cr0, value))     # 6.18 kvm_set_cr4
         if fault is not None:
             self._gp_fault("kvm_set_cr4", fault)
             self.kvm_mmu_reload()

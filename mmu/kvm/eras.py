@@ -51,8 +51,75 @@ flag's note and are expressed with overrides.  Flags:
     guest-owned the MMU's ``cpu_role.base.cr0_wp`` can be stale;
     ``kvm_mmu_refresh_passthrough_bits`` re-reads it before an emulated permission check.
 
-Not modelled: asynchronous zapping of invalidated TDP roots (a 2022 TDP MMU change whose
-release the fact sheet does not pin down -- UNVERIFIED), so there is no flag for it.
+``page_role_is_mirror``
+    "KVM: x86/mmu: Add an is_mirror member for union kvm_mmu_page_role" (Isaku Yamahata,
+    TDX mirror page tables, **6.14**; read in the 6.18.2 kvm_host.h, absent from 6.12.19):
+    bit 19 of the page role is named ``is_mirror``.  It is 0 in every role this model
+    computes; the flag decides only whether ``PageRole.from_word`` accepts bit 19 and
+    whether role tables show the row (:meth:`mmu.kvm.roles.PageRole.layout`).
+
+``cet_virtualized``
+    The 6.18 CET virtualization series (Yang Weijiang, Sean Christopherson, Mathias Krause;
+    **6.18**).  Read in 6.18.2 against 6.12.19: ``CR4_RESERVED_BITS`` (kvm_host.h) no longer
+    includes ``X86_CR4_CET`` (``__cr4_reserved_bits`` in x86.h still reserves it when the
+    guest's CPUID has neither SHSTK nor IBT -- the model's guest has every CR4 feature);
+    ``kvm_set_cr0`` returns 1 (#GP) when CR0.WP is cleared while CR4.CET=1;
+    ``kvm_set_cr4`` returns 1 when CR4.CET=1 is written while CR0.WP=0; and
+    ``KVM_POSSIBLE_CR4_GUEST_BITS`` (kvm_cache_regs.h) gains ``X86_CR4_CET`` ("KVM: VMX: Make
+    CR4.CET a guest owned bit", Mathias Krause; d292035fb5d2 per the 6.18 KVM pull as quoted
+    in the kernel-currency audit, the id not seen here), so on VMX a CET toggle does
+    not exit -- with or without EPT, since ``set_cr4_guest_host_mask`` removes only the
+    TLB-flush and PDPTR bits without EPT.  The two WP/CET rules are architectural (SDM Vol.
+    3A 2.5, CR4.CET), so a guest-owned write that breaks them faults in the CPU without an
+    exit.  False (every earlier kernel): CR4.CET is a reserved bit, a write setting it #GPs.
+
+``tdp_root_alloc_read_lock``
+    The 6.9 TDP MMU root rework ("Rework TDP MMU root unload, free, and alloc to run with
+    mmu_lock held for read", Sean Christopherson's 6.9 MMU pull): ``mmu_alloc_direct_roots``
+    calls ``kvm_tdp_mmu_alloc_root`` (int in 6.9-6.13, void with a ``mirror`` argument
+    since 6.14) where 6.4 called ``kvm_tdp_mmu_get_vcpu_root_hpa`` under the write lock,
+    and ``kvm_mmu_free_roots`` takes the lock for read for TDP MMU roots.  Read: 6.4.6 and
+    6.12.19 ``mmu_alloc_direct_roots``, ``kvm_mmu_free_roots`` (mmu.c) and ``tdp_mmu.h``.
+    The search -- reuse a valid root with the same role word, else allocate one with
+    refcount 2 -- is unchanged, so only the event texts differ
+    (:meth:`Era.kernel_name`).
+``cpuid_invalidates_root_role``
+    "KVM: x86/mmu: Invalidate MMU root_role during CPUID update" (Sean Christopherson,
+    **6.9**, Fixes 576a15de8d29): ``kvm_mmu_after_set_cpuid`` sets ``root_role.invalid = 1``
+    in root_mmu, guest_mmu and nested_mmu where 5.19-6.8 zeroed ``root_role.word`` (a
+    zeroed role made ``kvm_mmu_free_roots`` take a TDP MMU root for a shadow one).  Read:
+    6.4.6 and 6.12.19 ``kvm_mmu_after_set_cpuid``.  Both then clear ``cpu_role.ext.valid``
+    and call ``kvm_mmu_reset_context``, so the roles after KVM_SET_CPUID2 are the same;
+    what differs is the root role in between (:meth:`mmu.kvm.mmu_context.MmuContext.kvm_set_cpuid`).
+
+``shadow_dummy_root``
+    "KVM: x86/mmu: Use dummy root, backed by zero page, for !visible guest roots" (Sean
+    Christopherson, in the **6.6** MMU pull).  With shadow paging, a guest CR3 whose gfn is in
+    no memslot: 6.4.6 ``mmu_alloc_shadow_roots`` -> ``mmu_check_root`` requests
+    ``KVM_REQ_TRIPLE_FAULT`` (the vCPU shuts down); 6.12.19 installs
+    ``kvm_mmu_get_dummy_root()`` (the zero page, no shadow page) and the guest runs on.  A PAE
+    PDPTE pointing outside every memslot: triple fault before, treated as not present since.
+    Visible only on a VM made with ``ram_size`` (:class:`mmu.kvm.vcpu.Vm`); by default every
+    gfn below MAXPHYADDR is in the VM's one memslot.
+
+Dated but not modelled (no operation of the model reaches them; ``docs/eras.md``):
+
+* asynchronous zapping of invalidated TDP roots: 22b94c4b63eb "KVM: x86/mmu: Zap
+  invalidated roots via asynchronous worker" (5.18, per the kernel-currency audit) to
+  0df9dab891ff "KVM: x86/mmu: Stop zapping invalidated TDP MMU roots asynchronously"
+  (6.6-rc3).  Read: 6.4.6 ``tdp_mmu.c`` queues each invalidated root on
+  ``tdp_mmu_zap_wq`` and ``kvm_tdp_mmu_zap_invalidated_roots`` flushes the queue; 6.12.19
+  marks them ``tdp_mmu_scheduled_root_to_zap`` and zaps them in the caller under the read
+  lock.  Either way the zap is done when ``kvm_mmu_zap_all_fast`` returns; only the thread
+  differs, and the model has no memslot update;
+* the CR0.CD zap: 6.4's ``kvm_post_set_cr0`` zaps every GFN when CR0.CD changes with
+  non-coherent DMA and ``KVM_X86_QUIRK_CD_NW_CLEARED`` off; gone in 6.12.19 (removed for
+  6.11 with "KVM: x86: Remove VMX support for virtualizing guest MTRR memtypes").  The
+  model keeps the quirk on and has no assigned device, so the zap never ran here;
+* nested EPT exempt from the CR0.WP=0 "writable, supervisor-only" SPTE rewrite (6.17,
+  "KVM: x86/mmu: Exempt nested EPT page tables from !USER, CR0.WP=0 logic"; 6.18.2
+  ``FNAME(page_fault)`` compiles it out for ``PTTYPE_EPT``, 6.12.19 does not): the model's
+  nested-TDP guest_mmu never takes a fault;
 """
 from __future__ import annotations
 
@@ -75,6 +142,11 @@ class Era:
     ignore_wp_nonpaging: bool
     cr0_wp_guest_owned: bool
     wp_refresh_in_permission_fault: bool
+    page_role_is_mirror: bool = False
+    cet_virtualized: bool = False
+    tdp_root_alloc_read_lock: bool = False
+    cpuid_invalidates_root_role: bool = False
+    shadow_dummy_root: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The feature flags (everything but ``name``)."""
@@ -104,6 +176,28 @@ class Era:
             return "init_mmu"
         return None
 
+    @property
+    def cr4_valid_bits(self) -> int:
+        """The CR4 bits a guest may set: the complement of ``CR4_RESERVED_BITS``
+        (kvm_host.h) among the bits :class:`mmu.x86.regs.CR4` names.  Read in 6.4.6,
+        6.12.19 and 6.18.2: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR PCIDE OSXSAVE SMEP
+        FSGSBASE OSXMMEXCPT LA57 VMXE SMAP PKE UMIP (6.8 adds LAM_SUP, not modelled), plus
+        CET from 6.18 (:attr:`cet_virtualized`); never SMXE or PKS.  The presets before
+        6.4 are taken to have the same list (its newest bits, UMIP and LA57, are 4.x);
+        that was not read.  The model's guest has every CPUID feature, so
+        ``cr4_guest_rsvd_bits`` removes nothing."""
+        from mmu.x86.regs import CR4
+        bits = sum(CR4) & ~int(CR4.SMXE | CR4.PKS | CR4.CET)
+        return int(bits | (CR4.CET if self.cet_virtualized else 0))
+
+    def kernel_name(self, name: str) -> str:
+        """The name this era's kernel gives a function the model logs under its 6.4 name
+        (``kvm_tdp_mmu_get_vcpu_root_hpa`` -> ``kvm_tdp_mmu_alloc_root`` from 6.9); other
+        names are returned unchanged."""
+        if name == "kvm_tdp_mmu_get_vcpu_root_hpa" and self.tdp_root_alloc_read_lock:
+            return "kvm_tdp_mmu_alloc_root"
+        return name
+
     def refreshes_passthrough_bits(self, *, tdp: bool) -> bool:
         """Whether an emulated permission check first re-reads the guest-owned CR0.WP
         (``kvm_mmu_refresh_passthrough_bits``, mmu.h, 6.4): only with TDP (without it WP
@@ -122,6 +216,14 @@ _OLD = dict(role_split=False, efer_lme_resets=False, new_pgd_uses_mmu_role=False
             tdp_root_preserved=False, cr0_wp_tdp_no_unload=False, ignore_wp_nonpaging=False,
             cr0_wp_guest_owned=False, wp_refresh_in_permission_fault=False)
 
+_64 = dict(role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
+           tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
+           cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True)
+
+#: 6.12 = 6.4 plus the 6.6 dummy root and the 6.9 TDP-root and CPUID changes (docs/eras.md).
+_612 = dict(_64, shadow_dummy_root=True, tdp_root_alloc_read_lock=True,
+            cpuid_invalidates_root_role=True)
+
 #: The presets, by mainline release.
 ERAS: Mapping[str, Era] = {
     "5.15": _preset("5.15", **_OLD),
@@ -130,15 +232,16 @@ ERAS: Mapping[str, Era] = {
                                "role_split": True}),
     "6.1": _preset("6.1", **{**_OLD, "efer_lme_resets": True, "new_pgd_uses_mmu_role": True,
                              "role_split": True}),
-    "6.4": _preset("6.4", role_split=True, efer_lme_resets=True, new_pgd_uses_mmu_role=True,
-                   tdp_root_preserved=True, cr0_wp_tdp_no_unload=True, ignore_wp_nonpaging=True,
-                   cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True),
+    "6.4": _preset("6.4", **_64),
+    "6.12": _preset("6.12", **_612),
+    "6.18": _preset("6.18", **{**_612, "page_role_is_mirror": True, "cet_virtualized": True}),
 }
 ERA_NAMES: tuple[str, ...] = tuple(ERAS)
 
 
 def era(name: "str | Era" = "6.4", **overrides: bool) -> Era:
-    """The preset ``name`` ("5.15", "5.18", "5.19", "6.1", "6.4") with flags overridden.
+    """The preset ``name`` ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18") with
+    flags overridden.
 
     An overridden era is named like ``6.1+cr0_wp_tdp_no_unload`` (or ``...-flag`` when a
     flag is turned off) so tables can print where a row comes from.  Unknown names or flags

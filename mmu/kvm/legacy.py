@@ -70,13 +70,16 @@ class MmuRole(_RolePair):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.base.passthrough:
-            raise ValueError("MmuRole.base.passthrough=1 is out of range: 5.18 has no "
-                             "passthrough bit (bit 18 is unused), allowed 0")
+        for name, since in (("passthrough", "5.19"), ("is_mirror", "6.14")):
+            if getattr(self.base, name):
+                raise ValueError(f"MmuRole.base.{name}=1 is out of range: 5.18 has no {name} "
+                                 f"bit (added in {since}; unused in 5.18), allowed 0")
 
-    def fields(self) -> list[FieldRow]:
-        """As for a CPU role, without the 5.19-only ``passthrough`` row."""
-        return [r for r in super().fields() if r.name != "base.passthrough"]
+    def fields(self, era: object = None) -> list[FieldRow]:
+        """As for a CPU role, without the 5.19-only ``passthrough`` row (and, whatever
+        ``era`` says, without 6.14's ``is_mirror``: both are 0 in a 5.18 role)."""
+        return [r for r in super().fields() if r.name not in ("base.passthrough",
+                                                              "base.is_mirror")]
 
 
 @dataclasses.dataclass(frozen=True)

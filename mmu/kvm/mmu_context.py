@@ -12,7 +12,8 @@ Kernel counterparts (mmu.c and mmu.h; 6.4 read for the details, era differences 
   :meth:`MmuContext.kvm_mmu_unload` -- ``kvm_mmu_free_roots(KVM_MMU_ROOTS_ALL)`` on
   root_mmu, then on guest_mmu; ``mmu_free_root_page`` / ``kvm_tdp_mmu_put_root``
   (TDP MMU roots are kept until invalidated since edbdb43fc96b, 6.4: ``tdp_root_preserved``);
-* :meth:`MmuContext.kvm_mmu_load` -- ``kvm_mmu_load``: ``kvm_tdp_mmu_get_vcpu_root_hpa``,
+* :meth:`MmuContext.kvm_mmu_load` -- ``kvm_mmu_load``: ``kvm_tdp_mmu_get_vcpu_root_hpa``
+  (``kvm_tdp_mmu_alloc_root`` from 6.9, :meth:`mmu.kvm.eras.Era.kernel_name`),
   ``mmu_alloc_direct_roots`` or ``mmu_alloc_shadow_roots`` by MMU kind and
   ``root_role.direct``; :meth:`MmuContext.kvm_mmu_reload` (mmu.h) loads only an invalid root;
 * :meth:`MmuContext.kvm_mmu_new_pgd` -- ``kvm_mmu_new_pgd`` -> ``fast_pgd_switch`` over the
@@ -22,7 +23,15 @@ Kernel counterparts (mmu.c and mmu.h; 6.4 read for the details, era differences 
 * :meth:`MmuContext.kvm_mmu_refresh_passthrough_bits` -- the 6.4 refresh of the
   guest-owned CR0.WP before an emulated permission check (mmu.h
   ``kvm_mmu_refresh_passthrough_bits``, mmu.c ``__kvm_mmu_refresh_passthrough_bits``;
-  :meth:`mmu.kvm.eras.Era.refreshes_passthrough_bits`).
+  :meth:`mmu.kvm.eras.Era.refreshes_passthrough_bits`);
+* the memslot checks of ``mmu_alloc_shadow_roots`` (VMs with ``ram_size``): a CR3 or PAE
+  PDPTE outside the memslot is a triple fault up to 6.5 (``mmu_check_root``); from 6.6 the
+  CR3 gets the dummy root and the PDPTE counts as not present (era flag
+  ``shadow_dummy_root``);
+* :meth:`MmuContext.kvm_set_cpuid` -- ``KVM_SET_CPUID2`` before the first run:
+  ``kvm_mmu_after_set_cpuid`` invalidates the roles (zeroing ``root_role.word`` in
+  5.19-6.8, setting ``root_role.invalid`` from 6.9: era flag
+  ``cpuid_invalidates_root_role``) and resets the context.
 
 Three MMU set-ups, as in the published benchmarks (facts §9): ``"tdp"`` (EPT/NPT with
 the TDP MMU: roots from :class:`mmu.kvm.tdp.TdpMMU`, looked up by role), ``"legacy"``
@@ -37,7 +46,16 @@ from typing import Any
 from mmu.kvm.root_cache import KVM_MMU_ROOTS_ALL, RootCache, RootInfo
 from mmu.x86.regs import CR0, Regs
 
-__all__ = ["RootSlots", "MmuContext"]
+__all__ = ["RootSlots", "MmuContext", "DUMMY_ROOT_HPA"]
+
+#: The dummy root's hpa: the host zero page (``kvm_mmu_get_dummy_root``, 6.6+); the model
+#: puts it at host address 0, where no shadow page or TDP table ever is.
+DUMMY_ROOT_HPA = 0
+
+
+def _gfn(addr: int) -> int:
+    """The gfn in a CR3 or PDPTE value (``__PT_BASE_ADDR_MASK``, bits 51:12)."""
+    return (addr & ((1 << 52) - 1)) >> 12
 
 
 class RootSlots:
@@ -114,6 +132,8 @@ class MmuContext(RootSlots):
                                                              if preserve else ""))))
             if gone:
                 self.stats["roots_freed"] += 1
+        elif hpa == DUMMY_ROOT_HPA:
+            self._event("kvm_mmu_free_roots", "the dummy root: nothing to clean up (6.6+)")
         else:
             self.vm.shadow.put_root(root)
             self._event("mmu_free_root_page", f"hpa={hpa:#x}: --root_count; the page stays "
@@ -200,15 +220,21 @@ class MmuContext(RootSlots):
         if self.kind == "tdp":
             root, created = self.vm.tdp.get_root(role)
             created, reused = int(bool(created)), int(not created)
-            how = "kvm_tdp_mmu_get_vcpu_root_hpa"
+            how = self.era.kernel_name("kvm_tdp_mmu_get_vcpu_root_hpa")
             pgd = 0
         elif role.direct:
             root, created, reused = self.vm.shadow.alloc_direct_roots(role)
             how = "mmu_alloc_direct_roots"
             pgd = 0
         else:
+            pdptrs = self._visible_pdptrs()
+            if pdptrs is False:
+                return
+            if pdptrs is True:
+                self._load_dummy_root(role)
+                return
             root, created, reused = self.vm.shadow.alloc_shadow_roots(
-                self._cpu_role, role, self.regs.cr3)
+                self._cpu_role, role, self.regs.cr3, pdptrs)
             how = "mmu_alloc_shadow_roots"
             pgd = self.regs.cr3
         created, reused = int(created), int(reused)
@@ -231,6 +257,103 @@ class MmuContext(RootSlots):
             what = ("all PDPTEs not present: pae_root holds 4 invalid entries, no shadow "
                     "page created or reused")
         self._event(f"kvm_mmu_load: {outcome}", f"{how}: {what}; hpa={root.hpa:#x}")
+
+    def _visible_pdptrs(self):
+        """The memslot checks of ``mmu_alloc_shadow_roots`` for ``root_mmu`` (6.4.6 and
+        6.12.19 read): the guest's root gfn (CR3, or a PAE guest's PDPT) and, for PAE, every
+        present PDPTE must be in a memslot (:meth:`mmu.kvm.vcpu.Vm.gfn_visible`).
+
+        Up to 6.5 ``mmu_check_root`` turns a miss into ``KVM_REQ_TRIPLE_FAULT``: returns
+        False after shutting the vCPU down.  From 6.6 (era flag ``shadow_dummy_root``) an
+        invisible root gfn gets the dummy root (returns True) and an invisible PDPTE is
+        treated as not present.  Otherwise returns the PDPTEs to use (None: read them)."""
+        if self.vm.ram_size is None:
+            return None
+        glevel = self._cpu_role.base.level
+        root_gfn = _gfn(self.regs.cr3)
+        bad = None if self.vm.gfn_visible(root_gfn) else ("CR3", root_gfn)
+        pdptrs = None
+        if bad is None and glevel == 3:
+            base = self.regs.cr3 & 0xFFFF_FFE0
+            pdptrs = [self.mem.read_u64(base + 8 * i) for i in range(4)]
+            for i, p in enumerate(pdptrs):
+                gfn = _gfn(p)
+                if p & 1 and not self.vm.gfn_visible(gfn):
+                    if not self.era.shadow_dummy_root:
+                        bad = (f"PDPTE {i}", gfn)
+                        break
+                    self._event("mmu_alloc_shadow_roots", f"PDPTE {i} points at gfn {gfn:#x}, "
+                                "outside every memslot: treated as not present (6.6+)")
+                    pdptrs[i] = 0
+        if bad is None:
+            return pdptrs
+        if self.era.shadow_dummy_root:
+            return True
+        what, gfn = bad
+        self.stats["triple_faults"] += 1
+        self._event("mmu_check_root", f"{what} gfn {gfn:#x} is outside every memslot: "
+                                      "KVM_REQ_TRIPLE_FAULT; no root is loaded")
+        self.shut_down = True
+        self._event("KVM_EXIT_SHUTDOWN", "the triple fault ends the vCPU's run"
+                    + (" (in L2, KVM would exit to L1 instead; not modelled)"
+                       if self.guest_mode else "") + "; the VMM must reset it")
+        return False
+
+    def _load_dummy_root(self, role) -> None:
+        """6.6+ ``mmu_alloc_shadow_roots`` for a CR3 outside every memslot:
+        ``mmu->root.hpa = kvm_mmu_get_dummy_root()``, the zero page -- no shadow page, so
+        ``root_to_sp`` is NULL and ``fast_pgd_switch`` frees it before any search, like the
+        PAE root; a fault on it asks for a new root (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``)."""
+        from mmu.kvm.shadow import Root
+        root = Root(DUMMY_ROOT_HPA, role, None, ())
+        self._roots[root.hpa] = root
+        self._root_refs[root.hpa] += 1
+        self.cache.root = RootInfo(self.regs.cr3, root.hpa)
+        self.stats["dummy_roots"] += 1
+        gfn = _gfn(self.regs.cr3)
+        self._event("kvm_mmu_load: dummy root",
+                    f"mmu_alloc_shadow_roots: CR3 gfn {gfn:#x} is outside every memslot: "
+                    f"kvm_mmu_get_dummy_root() (the zero page, no shadow page); "
+                    f"hpa={root.hpa:#x}")
+
+    def kvm_set_cpuid(self) -> None:
+        """Host userspace's ``KVM_SET_CPUID2`` on a vCPU that has not run yet:
+        ``kvm_vcpu_after_set_cpuid`` -> ``kvm_mmu_after_set_cpuid`` (mmu.c), which marks
+        the roles stale -- CPUID feeds the reserved-bit masks, which the role words do not
+        capture -- and then calls ``kvm_mmu_reset_context``, so the next ``kvm_init_mmu``
+        cannot return early.
+
+        How the root role is marked is what the eras differ in (read in 6.4.6 and 6.12.19
+        ``kvm_mmu_after_set_cpuid``): 5.19-6.8 zero ``root_role.word`` ("a zero root role
+        is impossible: level is never 0", 7a458f0e1ba1); 6.9+ set ``root_role.invalid = 1``
+        instead, because the zeroed ``direct`` bit made ``kvm_mmu_free_roots`` treat a TDP
+        MMU root as a shadow one (era flag ``cpuid_invalidates_root_role``).  Both clear
+        ``cpu_role.ext.valid``; <= 5.18 cleared the single ``mmu_role.ext.valid``.  The
+        model has one MMU context here (guest_mmu and nested_mmu get the same marking in
+        the kernel).  Since 5.16 a *different* CPUID after ``KVM_RUN`` is refused and an
+        identical one changes nothing (``kvm_cpuid_check_equal``), so calling this after the
+        vCPU has run raises ValueError."""
+        if self.step or self.stats["mmu_loads"]:
+            raise ValueError("kvm_set_cpuid: allowed only before the vCPU first runs (no "
+                             "guest operation or root load yet); after KVM_RUN KVM refuses "
+                             "a different CPUID and an identical one changes nothing")
+        if self.era.role_split:
+            old = self._root_role
+            if self.era.cpuid_invalidates_root_role:
+                self._root_role = old.replace(invalid=1)
+                how = "root_role.invalid = 1"
+            else:
+                self._root_role = type(old)()
+                how = "root_role.word = 0"
+            self._cpu_role = self._cpu_role.replace(ext=self._cpu_role.ext.replace(valid=0))
+            self._event("kvm_mmu_after_set_cpuid",
+                        f"{how}: root_role {old.word:#x} -> {self._root_role.word:#x}; "
+                        f"cpu_role.ext.valid = 0")
+        else:
+            self.mmu_role = self.mmu_role.replace(ext=self.mmu_role.ext.replace(valid=0))
+            self._event("kvm_mmu_after_set_cpuid", "mmu_role.ext.valid = 0")
+        self.stats["cpuid_updates"] += 1
+        self.kvm_mmu_reset_context()
 
     def kvm_mmu_reload(self) -> None:
         """``kvm_mmu_reload`` on guest entry: load only when the root of
@@ -255,10 +378,12 @@ class MmuContext(RootSlots):
         role = self._root_role
         if not self.era.new_pgd_uses_mmu_role:
             role = self._compute_roles(self.regs)[2]
+        dummy = self.cache.root.valid and self.cache.root.hpa == DUMMY_ROOT_HPA
         res = self.cache.fast_pgd_switch(new_pgd, role)
         if res.freed_special:
-            self._event("fast_pgd_switch", "current root has no shadow page (PAE root): "
-                                           "freed before the search")
+            self._event("fast_pgd_switch", "current root has no shadow page ("
+                        + ("the dummy root, root_to_sp() is NULL" if dummy else "PAE root")
+                        + "): freed before the search")
         self._report_switch(res, new_pgd, "")
 
     def _report_switch(self, res, new_pgd: int, mmu: str) -> None:

@@ -1,4 +1,4 @@
-"""KVM's MMU roles as of Linux 5.19 (unchanged in 6.1 and 6.4), bit-exact.
+"""KVM's MMU roles as of Linux 5.19 (unchanged through 6.13; 6.14 adds ``is_mirror``), bit-exact.
 
 Kernel counterparts: ``union kvm_mmu_page_role``, ``union kvm_mmu_extended_role`` and
 ``union kvm_cpu_role`` in ``arch/x86/include/asm/kvm_host.h``; the builders
@@ -22,6 +22,19 @@ Before 5.19 the two were mixed into a single ``mmu_role``; see :mod:`mmu.kvm.leg
 Each role is a frozen dataclass whose fields are the kernel's, in bit order; ``.word``
 (``.as_u64`` for the CPU role) packs it exactly as GCC lays out the bitfields on x86
 (LSB first), so comparing roles is what the kernel does: comparing integers.
+
+Which kernels have which fields.  The layout and the builders below were read, and found
+identical, in 6.4.6, 6.12.19, 6.18.2 and 7.1.5 (``kvm_host.h``; ``kvm_calc_cpu_role``,
+``kvm_calc_tdp_mmu_root_page_role``, ``kvm_init_shadow_mmu``, ``kvm_mmu_child_role`` and
+the nested builders in ``mmu.c``), with one exception: 6.14 ("KVM: x86/mmu: Add an
+is_mirror member for union kvm_mmu_page_role", TDX mirror page tables) named bit 19
+``is_mirror``.  A field that exists only in some kernels carries the era flag that says so
+(``PageRole.is_mirror``: :attr:`mmu.kvm.eras.Era.page_role_is_mirror`), and the calls that
+depend on the kernel -- ``layout``, ``used_mask``, ``from_word``/``from_u64`` and
+``fields`` -- take an ``era`` (an :class:`~mmu.kvm.eras.Era` or a preset name).  Without
+one they describe the 5.19-6.13 union, the one every era before "6.18" has.  Mainline 7.2
+changed the layout again (4-bit ``access``, no ``smep_andnot_wp``, ``cr4_smep`` in the base
+role); no 7.2 tree could be read, so that layout is not modelled (chapter 9).
 """
 from __future__ import annotations
 
@@ -50,9 +63,22 @@ class FieldRow(NamedTuple):
     value: int
 
 
-def _bits(offset: int, width: int = 1):
-    """A role field occupying ``width`` bits from ``offset`` (declared in bit order)."""
-    return dataclasses.field(default=0, metadata={"offset": offset, "width": width})
+def _bits(offset: int, width: int = 1, *, era_flag: str | None = None):
+    """A role field occupying ``width`` bits from ``offset`` (declared in bit order).
+
+    ``era_flag``: the :class:`~mmu.kvm.eras.Era` flag that is True in the kernels that
+    have this field (None: every kernel the class describes)."""
+    return dataclasses.field(default=0, metadata={"offset": offset, "width": width,
+                                                  "era_flag": era_flag})
+
+
+def _era_has(era: object, flag: str) -> bool:
+    """Whether ``era`` (None, a preset name or an Era) has ``flag``; None means an era
+    before the flag (the 5.19-6.13 layout every preset before "6.18" has)."""
+    if era is None:
+        return False
+    from mmu.kvm.eras import era as make_era
+    return bool(getattr(make_era(era), flag))
 
 
 def _check_flag(name: str, value: object) -> int:
@@ -77,8 +103,9 @@ class _RoleWord:
     _layout_cache: ClassVar[dict] = {}
 
     @classmethod
-    def layout(cls) -> tuple[tuple[str, int, int], ...]:
-        """``(name, offset, width)`` of every field, in bit order."""
+    def _all_fields(cls) -> tuple[tuple[str, int, int], ...]:
+        """``(name, offset, width)`` of every field any kernel has, in bit order (what
+        packing, validation and ``diff`` use)."""
         lay = _RoleWord._layout_cache.get(cls)
         if lay is None:
             lay = tuple((f.name, f.metadata["offset"], f.metadata["width"])
@@ -87,16 +114,29 @@ class _RoleWord:
         return lay
 
     @classmethod
-    def used_mask(cls) -> int:
-        """Bits of the word that belong to a named field (the rest are ``unused``)."""
+    def layout(cls, era: object = None) -> tuple[tuple[str, int, int], ...]:
+        """``(name, offset, width)`` of every field the union has in ``era``, in bit
+        order (None: the 5.19-6.13 union; "6.18" adds ``is_mirror``)."""
+        gated = cls._era_flags()
+        return tuple(f for f in cls._all_fields() if gated.get(f[0]) is None
+                     or _era_has(era, gated[f[0]]))
+
+    @classmethod
+    def _era_flags(cls) -> dict[str, str | None]:
+        return {f.name: f.metadata.get("era_flag") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def used_mask(cls, era: object = None) -> int:
+        """Bits of the word that belong to a named field in ``era`` (the rest are
+        ``unused``; None: the 5.19-6.13 union)."""
         mask = 0
-        for _, off, width in cls.layout():
+        for _, off, width in cls.layout(era):
             mask |= ((1 << width) - 1) << off
         return mask
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
-        for name, off, width in self.layout():
+        for name, off, width in self._all_fields():
             value = getattr(self, name)
             if isinstance(value, bool):
                 value = int(value)
@@ -112,21 +152,30 @@ class _RoleWord:
     def word(self) -> int:
         """The union's ``word``: the fields packed LSB-first as GCC does on x86."""
         w = 0
-        for name, off, _ in self.layout():
+        for name, off, _ in self._all_fields():
             w |= getattr(self, name) << off
         return w
 
     @classmethod
-    def from_word(cls, word: int):
-        """Unpack a word; refuses words with bits outside every field (the ``unused`` bits)."""
+    def from_word(cls, word: int, era: object = None):
+        """Unpack a word; refuses words with bits outside every field of ``era``'s union
+        (the ``unused`` bits; ``era`` None: the 5.19-6.13 union, so bit 19 is refused
+        unless ``era`` is a 6.14+ one such as "6.18")."""
         check_int(f"{cls.__name__} word", word, 0, 1 << cls._WORD_BITS)
-        stray = word & ~cls.used_mask()
+        mask = cls.used_mask(era)
+        stray = word & ~mask
         if stray:
+            later = [n for n, off, w in cls._all_fields()
+                     if (((1 << w) - 1) << off) & stray and not ((((1 << w) - 1) << off) & mask)]
+            hint = (f"; {', '.join(later)} exists only in kernels whose era sets "
+                    f"{', '.join(sorted({cls._era_flags()[n] for n in later}))} (e.g. "
+                    f"era='6.18')" if later else "")
             raise ValueError(
                 f"{cls.__name__} word {word:#x} sets unused bits {stray:#x}: allowed only "
-                f"bits of {cls.used_mask():#x} ({', '.join(n for n, _, _ in cls.layout())})")
+                f"bits of {mask:#x} ({', '.join(n for n, _, _ in cls.layout(era))})"
+                + hint)
         return cls(**{name: (word >> off) & ((1 << width) - 1)
-                      for name, off, width in cls.layout()})
+                      for name, off, width in cls._all_fields()})
 
     def replace(self, **changes: int):
         """A copy with some fields changed (validated like the constructor)."""
@@ -138,17 +187,19 @@ class _RoleWord:
             raise TypeError(f"can only diff a {type(self).__name__} with another, "
                             f"not {type(other).__name__}")
         return [(name, getattr(self, name), getattr(other, name))
-                for name, _, _ in self.layout() if getattr(self, name) != getattr(other, name)]
+                for name, _, _ in self._all_fields() if getattr(self, name) != getattr(other, name)]
 
-    def fields(self, offset: int = 0, prefix: str = "") -> list[FieldRow]:
-        """Rows ``(name, bit offset, width, value)`` for a table view."""
+    def fields(self, offset: int = 0, prefix: str = "", era: object = None) -> list[FieldRow]:
+        """Rows ``(name, bit offset, width, value)`` for a table view: the fields of
+        ``era``'s union (None: 5.19-6.13), plus any other field that is set (never hidden)."""
+        keep = {n for n, _, _ in self.layout(era)}
         return [FieldRow(prefix + name, offset + off, width, getattr(self, name))
-                for name, off, width in self.layout()]
+                for name, off, width in self._all_fields() if name in keep or getattr(self, name)]
 
     def brief(self) -> str:
         """The non-zero fields, e.g. ``level=4 direct access=7 efer_nx cr0_wp``."""
         parts = []
-        for name, _, width in self.layout():
+        for name, _, width in self._all_fields():
             v = getattr(self, name)
             if v:
                 parts.append(name if width == 1 else f"{name}={v}")
@@ -161,7 +212,8 @@ class PageRole(_RoleWord):
 
     The role of one shadow or TDP page table page.  A page is looked up by (gfn, role.word),
     so every bit here splits pages that *must not* be shared -- the kvm_host.h comment
-    counts how few combinations actually occur.  Bits 19-23 are unused.
+    counts how few combinations actually occur.  Bits 19-23 are unused before 6.14; 6.14
+    names bit 19 ``is_mirror`` (see the module docstring on era-dependent fields).
     """
 
     #: Page-table level of this page (1 = 4 KiB PTEs ... 5).  In a CPU role: the guest's
@@ -197,6 +249,13 @@ class PageRole(_RoleWord):
     #: 5.19+ (84e5ffd045f3): a nested-NPT root of level 5 over L1's 4-level NPT; it has no
     #: gptes of its own.  Never set on child pages.
     passthrough: int = _bits(18, 1)
+    #: 6.14+ (TDX, "KVM: x86/mmu: Add an is_mirror member for union kvm_mmu_page_role"):
+    #: the page belongs to the *mirror* copy of a TD's private EPT, which KVM keeps and the
+    #: TDX module is told about.  ``kvm_tdp_mmu_alloc_root(vcpu, true)`` sets it on the
+    #: mirror root and ``tdp_mmu_init_child_sp`` copies it down; ``mmu->root_role`` never
+    #: has it (the root-role builders are unchanged), so it is 0 for every VM this model
+    #: runs (read: 6.18.2 kvm_host.h, mmu.c, tdp_mmu.c).  Bits 20-23 are unused.
+    is_mirror: int = _bits(19, 1, era_flag="page_role_is_mirror")
     #: System management mode: selects memslot address space 1.  A whole byte so that
     #: kvm_mmu_role_as_id() is a shift.
     smm: int = _bits(24, 8)
@@ -213,7 +272,10 @@ class ExtendedRole(_RoleWord):
     """
 
     #: Set whenever the role was computed; cleared by kvm_mmu_after_set_cpuid to force a
-    #: recomputation (an all-zero role never matches a computed one).
+    #: recomputation (a role with valid=0 never matches a computed one).  The same call
+    #: zeroes ``root_role.word`` in 5.19-6.8 and sets ``root_role.invalid`` since 6.9
+    #: ("KVM: x86/mmu: Invalidate MMU root_role during CPUID update"; read in 6.4.6 and
+    #: 6.12.19 mmu.c).
     valid: int = _bits(0, 1)
     #: Nested EPT: L1 allows execute-only EPT entries.
     execonly: int = _bits(1, 1)
@@ -252,9 +314,10 @@ class _RolePair:
         return self.base.word | self.ext.word << 32
 
     @classmethod
-    def from_u64(cls, value: int):
+    def from_u64(cls, value: int, era: object = None):
+        """Unpack ``as_u64``; ``era`` as for :meth:`PageRole.from_word`."""
         check_int(f"{cls.__name__} as_u64", value, 0, 1 << 64)
-        return cls(PageRole.from_word(value & 0xFFFF_FFFF), cls._EXT.from_word(value >> 32))
+        return cls(PageRole.from_word(value & 0xFFFF_FFFF, era), cls._EXT.from_word(value >> 32))
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -267,9 +330,9 @@ class _RolePair:
         return ([("base." + n, a, b) for n, a, b in self.base.diff(other.base)]
                 + [("ext." + n, a, b) for n, a, b in self.ext.diff(other.ext)])
 
-    def fields(self) -> list[FieldRow]:
+    def fields(self, era: object = None) -> list[FieldRow]:
         """Rows for both halves; ext offsets count from bit 32 of ``as_u64``."""
-        return self.base.fields(0, "base.") + self.ext.fields(32, "ext.")
+        return self.base.fields(0, "base.", era) + self.ext.fields(32, "ext.", era)
 
     def brief(self) -> str:
         return f"base[{self.base.brief()}] ext[{self.ext.brief()}]"

@@ -14,7 +14,8 @@ PGD is ignored and any root with the right role word is usable.
 
 The cache does not know what a shadow page is.  It is given two callbacks:
 
-* ``sp_role_word(hpa) -> int | None`` -- ``to_shadow_page(hpa)->role.word``, or ``None``
+* ``sp_role_word(hpa) -> int | None`` -- ``to_shadow_page(hpa)->role.word`` (``root_to_sp``
+  since 6.6), or ``None``
   for a root that has no shadow page (the PAE "special" root built from ``pae_root``);
 * ``free_root(hpa)`` -- ``mmu_free_root_page`` (drop a reference; the owner decides
   whether the page dies).

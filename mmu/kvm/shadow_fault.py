@@ -178,6 +178,12 @@ class ShadowFaults:
             trick = True
         tables = {step.level: step for step in w.trace}
         created = 0
+        if root.sp is None and not root.pae_sps:
+            # 6.6+ FNAME(fetch): a dummy root (CR3 outside every memslot) has nothing to
+            # build under; ask for a new root (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) and retry.
+            return FaultOutcome(w, retry=True, reason=(
+                "the root is the dummy root (CR3 outside every memslot): "
+                "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, retry on a new root"))
         sp, lvl = self._top(root, gva)
         if sp is None:
             return FaultOutcome(w, retry=True, reason=(

@@ -1,7 +1,9 @@
 """Two-dimensional paging: the TDP MMU's roots and tables, and the 2D (nested) walk.
 
-Kernel counterparts: ``arch/x86/kvm/mmu/tdp_mmu.c`` (``kvm_tdp_mmu_get_vcpu_root_hpa``,
-``kvm_tdp_mmu_put_root``, ``kvm_tdp_mmu_invalidate_all_roots``, ``kvm_tdp_mmu_map``) and, for
+Kernel counterparts: ``arch/x86/kvm/mmu/tdp_mmu.c`` (``kvm_tdp_mmu_get_vcpu_root_hpa`` up to
+6.8, ``kvm_tdp_mmu_alloc_root`` since 6.9; ``kvm_tdp_mmu_put_root``;
+``kvm_tdp_mmu_invalidate_all_roots`` up to 6.13, ``kvm_tdp_mmu_invalidate_roots(kvm, types)``
+since 6.14; ``kvm_tdp_mmu_map``; names read in the 6.4.6, 6.12.19 and 6.18.2 tdp_mmu.h) and, for
 the walk, ``paging_tmpl.h`` ``FNAME(walk_addr_generic)`` where every guest table address goes
 through ``kvm_translate_gpa`` (nested paging, as the hardware page walker does with EPT/NPT).
 
@@ -12,7 +14,8 @@ so at most a handful of roots exist per VM.  :class:`TdpMMU` keeps them:
 
 * ``get_root(role)`` reuses a valid root with the same role word or allocates one;
 * roots are reference counted.  Before upstream commit edbdb43fc96b ("KVM: x86/mmu: Preserve
-  TDP MMU roots until they are explicitly invalidated", Linux 6.3) a root was freed when the
+  TDP MMU roots until they are explicitly invalidated", mainline Linux 6.4; backported to
+  6.3.2 as 2ec1fe292d6e and to 6.1.y) a root was freed when the
   last vCPU reference went, so an MMU unload + reload rebuilt every table; since then the TDP
   MMU holds its own reference (new roots start at refcount 2) until ``invalidate_all``.
   :meth:`TdpMMU.put_root` takes ``preserve`` to model either behaviour.  One vCPU is enough:
@@ -83,8 +86,9 @@ class TdpRoot:
 
     ``hpa`` is the root table's host address, ``role`` its page role (``invalid`` set once
     invalidated), ``refcount`` the vCPU references (``tdp_mmu_root_count`` minus the TDP MMU's
-    own), ``mmu_ref`` whether the TDP MMU still holds its own reference (6.3+ semantics).
-    ``sp`` is the root itself (``to_shadow_page(hpa)`` is the root page, never NULL) and
+    own), ``mmu_ref`` whether the TDP MMU still holds its own reference (edbdb43fc96b, 6.4+
+    semantics).  ``sp`` is the root itself (``to_shadow_page(hpa)`` up to 6.5,
+    ``root_to_sp(hpa)`` since 6.6, is the root page, never NULL) and
     ``pae_sps`` is None, so code written for :class:`mmu.kvm.shadow.Root` works unchanged.
     """
 
@@ -159,7 +163,8 @@ class TdpMMU:
 
     # -- roots ---------------------------------------------------------------
     def get_root(self, role: PageRole) -> tuple[TdpRoot, bool]:
-        """``kvm_tdp_mmu_get_vcpu_root_hpa``: reuse a valid root whose role word equals
+        """``kvm_tdp_mmu_get_vcpu_root_hpa`` (up to 6.8; ``kvm_tdp_mmu_alloc_root`` since
+        6.9, same search under mmu_lock held for read): reuse a valid root whose role word equals
         ``role.word`` (taking a reference), else allocate a new one.  Returns (root, created)."""
         if not isinstance(role, PageRole):
             raise TypeError(f"role must be a PageRole, not {type(role).__name__}")
@@ -189,7 +194,7 @@ class TdpMMU:
         """``kvm_tdp_mmu_put_root``: drop a vCPU reference.  Returns True if the root was freed.
 
         ``preserve=False`` (before edbdb43fc96b): the root is freed as soon as no vCPU uses
-        it.  ``preserve=True`` (6.3+): the TDP MMU's own reference keeps a valid root alive,
+        it.  ``preserve=True`` (6.4+): the TDP MMU's own reference keeps a valid root alive,
         to be found again by :meth:`get_root`; only an invalidated root is freed at zero.
         """
         if not isinstance(root, TdpRoot):
@@ -213,7 +218,8 @@ class TdpMMU:
         self.stats["roots_freed"] += 1
 
     def invalidate_all(self) -> int:
-        """``kvm_tdp_mmu_invalidate_all_roots`` (fast zap): mark every root invalid and drop
+        """``kvm_tdp_mmu_invalidate_all_roots`` (up to 6.13; ``kvm_tdp_mmu_invalidate_roots``
+        since 6.14) in the fast zap: mark every root invalid and drop
         the TDP MMU's own reference; unreferenced roots are freed, referenced ones linger
         (invalid, never matched again) until their last put.  Returns the number invalidated."""
         n = 0

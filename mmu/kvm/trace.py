@@ -83,6 +83,10 @@ class Trace:
             self.stats["events_dropped"] += 1
 
     def _begin(self) -> int:
+        if getattr(self, "shut_down", False):
+            raise ValueError("the vCPU shut down after a triple fault (KVM_EXIT_SHUTDOWN): no "
+                             "guest operation runs any more; make a new VCpu, as a VMM resets "
+                             "the VM")
         self.step += 1
         return len(self.events)
 

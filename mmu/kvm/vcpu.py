@@ -58,7 +58,7 @@ from mmu.kvm.root_cache import RootCache
 from mmu.kvm.smm import Smm
 from mmu.kvm.trace import Event, Preview, Trace, WriteResult
 from mmu.kvm.vendor import ALL_VENDORS, VENDORS, VendorOps, x86_ops as make_x86_ops
-from mmu.x86.bits import check_int
+from mmu.x86.bits import MAX_PHYS_BITS, PAGE_SHIFT, PAGE_SIZE, check_int
 from mmu.x86.memory import GuestMemory
 from mmu.x86.regs import CR0, CR4, EFER, Regs
 
@@ -74,8 +74,8 @@ class Vm:
     era, the MMU kind, the vendor and its :class:`~mmu.kvm.vendor.VendorOps`."""
 
     def __init__(self, mem: GuestMemory | None = None, kernel: "str | Era" = "6.4",
-                 mmu: str = "tdp", vendor: str = "intel", tdp_level: int = 4,
-                 **features: bool) -> None:
+                 mmu: str = "tdp", vendor: str = "intel", tdp_level: int = 4, *,
+                 ram_size: int | None = None, **features: bool) -> None:
         if mem is not None and not isinstance(mem, GuestMemory):
             raise TypeError(f"mem must be a GuestMemory or None, not {type(mem).__name__}")
         if not isinstance(mmu, str) or mmu not in MMU_KINDS:
@@ -86,6 +86,13 @@ class Vm:
             raise TypeError(f"tdp_level must be an int, not {type(tdp_level).__name__}")
         if tdp_level not in (4, 5):
             raise ValueError(f"tdp_level={tdp_level}: allowed (4, 5)")
+        if ram_size is not None:
+            ram_size = check_int("ram_size", ram_size, PAGE_SIZE, (1 << MAX_PHYS_BITS) + 1)
+            if ram_size % PAGE_SIZE:
+                raise ValueError(f"ram_size={ram_size:#x}: allowed a multiple of {PAGE_SIZE:#x}")
+        #: Guest RAM in bytes: the one memslot covers gfns below ``ram_size >> 12``; None
+        #: (the default) covers every gfn below 2**52 (``kvm_vcpu_is_visible_gfn``).
+        self.ram_size = ram_size
         self.era = make_era(kernel, **features)
         self.kind = mmu
         self.vendor = vendor
@@ -107,16 +114,21 @@ class Vm:
         """``tdp_enabled``: EPT (Intel) or NPT (AMD) in use -- "tdp" and "legacy"."""
         return self.kind != "shadow"
 
+    def gfn_visible(self, gfn: int) -> bool:
+        """``kvm_vcpu_is_visible_gfn``: is ``gfn`` in a memslot (below ``ram_size``)?"""
+        return self.ram_size is None or gfn < self.ram_size >> PAGE_SHIFT
+
 
 class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
     """One vCPU, reset into real mode (CR0 = :data:`RESET_CR0` = ET|CD|NW: caches and
     paging off), with an invalid root.
 
-    ``kernel`` is an era name ("5.15", "5.18", "5.19", "6.1", "6.4") or an Era;
-    ``**features`` override era flags (``VCpu(kernel="6.1", cr0_wp_tdp_no_unload=True)``).
-    ``vm`` attaches the vCPU to an existing :class:`Vm` (another vCPU's ``.vm``) so roots
-    are shared; then ``mem``/``kernel``/``mmu``/``vendor``/``tdp_level``/features must be
-    left at their defaults.
+    ``kernel`` is an era name ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18") or an
+    Era; ``**features`` override era flags (``VCpu(kernel="6.1", cr0_wp_tdp_no_unload=True)``).
+    ``ram_size`` bounds the VM's memslot (:class:`Vm`).  ``vm`` attaches the vCPU to an
+    existing :class:`Vm` (another vCPU's ``.vm``) so roots are shared; then
+    ``mem``/``kernel``/``mmu``/``vendor``/``tdp_level``/``ram_size``/features must be left at
+    their defaults.
 
     The behaviour comes from the parts (see the module docstring): register writes
     (:class:`~mmu.kvm.cr.CrWrites`), the MMU context (:class:`~mmu.kvm.mmu_context.MmuContext`),
@@ -127,9 +139,9 @@ class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
     def __init__(self, mem: GuestMemory | None = None, kernel: "str | Era" = "6.4",
                  mmu: str = "tdp", vendor: str = "intel", tdp_level: int = 4, *,
                  vm: Vm | None = None, maxphyaddr: int = 52, max_events: int = 100_000,
-                 **features: bool) -> None:
+                 ram_size: int | None = None, **features: bool) -> None:
         if vm is None:
-            vm = Vm(mem, kernel, mmu, vendor, tdp_level, **features)
+            vm = Vm(mem, kernel, mmu, vendor, tdp_level, ram_size=ram_size, **features)
         elif not isinstance(vm, Vm):
             raise TypeError(f"vm must be a Vm, not {type(vm).__name__}")
         self.vm = vm
@@ -138,6 +150,8 @@ class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
         self.regs = Regs(cr0=RESET_CR0, cr3=0, cr4=0, efer=0)      # kvm_vcpu_reset
         self.smm = False
         self.guest_mode = False
+        #: A triple fault ended the vCPU's run (KVM_EXIT_SHUTDOWN): guest operations refuse.
+        self.shut_down = False
         self.cs_l = False            # executing 64-bit code (CS.L); set by boot_long_mode
         self.stats: Counter[str] = Counter()
         self.events: list[Event] = []

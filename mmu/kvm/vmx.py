@@ -16,7 +16,9 @@ host owns (SDM 25.1.3).  KVM writes the complement of the guest-owned bits to
   more than one with CD=0: a TS-only write still does not exit;
 * CR4: ``KVM_POSSIBLE_CR4_GUEST_BITS`` (``kvm_cache_regs.h``), minus PGE without EPT
   (``vmx_set_cr4``/``init_vmcs`` keep PGE host-owned for shadow paging).  No MMU role bit
-  is ever guest-owned;
+  is ever guest-owned.  6.18 adds CR4.CET ("KVM: VMX: Make CR4.CET a guest owned bit",
+  era flag ``cet_virtualized``), with or without EPT: ``set_cr4_guest_host_mask`` (read
+  in 6.18.2) drops only the TLB-flush and PDPTR bits without EPT, and CET is neither;
 * CR3: with EPT no CR3-load exiting (the base class's rule).
 
 Not modelled: EPT without unrestricted guest (CR3 exiting while the guest's CR0.PG=0,
@@ -29,7 +31,8 @@ from mmu.x86.regs import CR0, CR4
 
 __all__ = ["VmxOps", "KVM_POSSIBLE_CR4_GUEST_BITS"]
 
-#: kvm_cache_regs.h KVM_POSSIBLE_CR4_GUEST_BITS (no role bit is ever guest-owned).
+#: kvm_cache_regs.h KVM_POSSIBLE_CR4_GUEST_BITS up to 6.17 (no role bit is ever
+#: guest-owned); 6.18 adds CR4.CET (read in 6.4.6, 6.12.19 and 6.18.2).
 KVM_POSSIBLE_CR4_GUEST_BITS = int(CR4.PVI | CR4.DE | CR4.PCE | CR4.OSFXSR | CR4.OSXMMEXCPT
                                   | CR4.PGE | CR4.TSD | CR4.FSGSBASE)
 
@@ -55,8 +58,10 @@ class VmxOps(VendorOps):
 
     def guest_owned_cr4_bits(self) -> int:
         """The CR4 bits a guest may change without exit: KVM_POSSIBLE_CR4_GUEST_BITS, PGE
-        only with EPT."""
+        only with EPT, CET from 6.18 (EPT or not)."""
         owned = KVM_POSSIBLE_CR4_GUEST_BITS
+        if self.era.cet_virtualized:
+            owned |= int(CR4.CET)
         if not self.tdp_enabled:
             owned &= ~int(CR4.PGE)        # vmx: PGE is guest-owned only with EPT
         return owned

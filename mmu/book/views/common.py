@@ -162,27 +162,30 @@ def figure_svg(fig: Any) -> str:
     return buf.getvalue()
 
 
-def role_rows(role: Any) -> list[tuple[str, int, int, int]]:
+def role_rows(role: Any, era: Any = None) -> list[tuple[str, int, int, int]]:
     """``(field, bit offset, width, value)`` of a role object, in bit order.
 
     Works for anything with a ``fields()`` method returning such rows (PageRole,
     ExtendedRole, CpuRole in :mod:`mmu.kvm.roles`; MmuRole in :mod:`mmu.kvm.legacy`).
+    ``era`` (a kernel era name or Era) adds the fields only some kernels have, such as
+    6.14's ``is_mirror`` (:meth:`mmu.kvm.roles.PageRole.layout`).
     """
     fields = getattr(role, "fields", None)
     if fields is None:
         raise TypeError(f"role must have a fields() method (a PageRole, ExtendedRole or "
                         f"CpuRole), not {type(role).__name__}")
-    return [(r[0], r[1], r[2], r[3]) for r in fields()]
+    rows = fields() if era is None else fields(era=era)
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def role_field_table(caption: str, new: Any, old: Any = None, *,
-                     only: Iterable[str] | None = None) -> Table:
+                     only: Iterable[str] | None = None, era: Any = None) -> Table:
     """A role's fields (name, bits, value) and, given ``old``, the old value and a
     change marker per field.  ``only`` limits the rows to some field names (the
-    markers still compare the same fields)."""
+    markers still compare the same fields); ``era`` as for :func:`role_rows`."""
     keep = set(only) if only is not None else None
-    new_rows = role_rows(new)
-    old_vals = {name: v for name, _, _, v in role_rows(old)} if old is not None else {}
+    new_rows = role_rows(new, era)
+    old_vals = {name: v for name, _, _, v in role_rows(old, era)} if old is not None else {}
     rows, classes = [], []
     for name, off, width, value in new_rows:
         if keep is not None and name not in keep:

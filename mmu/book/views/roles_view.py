@@ -31,8 +31,9 @@ from mmu.x86.regs import CR0, CR4, EFER, Regs, paging_mode
 from mmu.book.views.common import (CHANGED, SAME, Table, View, bullet_html, bullet_text, changed_fields,
                      esc, hexword, marker, refused_block, role_field_table, wrap_html)
 
-#: Kernel eras the explorer offers (presets of :mod:`mmu.kvm.eras`).
-KERNELS = ("5.18", "5.19", "6.4")
+#: Kernel eras the explorer offers (presets of :mod:`mmu.kvm.eras`): the single mmu_role
+#: (5.18), the split (5.19), the CR0.WP fixes (6.4) and today's LTS lines (6.12, 6.18).
+KERNELS = ("5.18", "5.19", "6.4", "6.12", "6.18")
 VENDORS = ("intel", "amd")
 
 #: Checkbox fields of the state, with the label the widget shows.
@@ -40,6 +41,7 @@ FLAG_LABELS = {
     "cr0_pg": "CR0.PG", "cr0_wp": "CR0.WP",
     "cr4_pae": "CR4.PAE", "cr4_pse": "CR4.PSE", "cr4_la57": "CR4.LA57",
     "cr4_smep": "CR4.SMEP", "cr4_smap": "CR4.SMAP", "cr4_pke": "CR4.PKE",
+    "cr4_cet": "CR4.CET",
     "efer_lme": "EFER.LME", "efer_nx": "EFER.NX",
     "smm": "SMM", "guest_mode": "guest mode (L2)", "tdp": "TDP (EPT/NPT)",
     "tdp_mmu": "TDP MMU (tdp_mmu=1)",
@@ -59,6 +61,7 @@ class ExplorerState:
     cr4_smep: bool = True
     cr4_smap: bool = True
     cr4_pke: bool = False
+    cr4_cet: bool = False
     efer_lme: bool = True
     efer_nx: bool = True
     smm: bool = False
@@ -110,7 +113,8 @@ class ExplorerState:
         cr0 |= CR0.WP if self.cr0_wp else 0
         cr4 = CR4(0)
         for name, bit in (("cr4_pae", CR4.PAE), ("cr4_pse", CR4.PSE), ("cr4_la57", CR4.LA57),
-                          ("cr4_smep", CR4.SMEP), ("cr4_smap", CR4.SMAP), ("cr4_pke", CR4.PKE)):
+                          ("cr4_smep", CR4.SMEP), ("cr4_smap", CR4.SMAP), ("cr4_pke", CR4.PKE),
+                          ("cr4_cet", CR4.CET)):
             if getattr(self, name):
                 cr4 |= bit
         efer = EFER.SCE
@@ -125,16 +129,36 @@ class ExplorerState:
                 if getattr(self, f.name) != getattr(other, f.name)]
 
 
-def impossible(state: ExplorerState) -> str | None:
-    """Why no CPU can be in ``state`` (the #GP a guest would take getting there), or None.
+def cet_supported(kernel: str) -> bool:
+    """Whether a guest of Linux ``kernel`` can set CR4.CET (KVM virtualizes CET from 6.18:
+    :attr:`mmu.kvm.eras.Era.cet_virtualized`); the explorer enables its CR4.CET control
+    only there."""
+    from mmu.kvm.eras import era
+    return era(kernel).cet_virtualized
 
-    The rules are the SDM's (MOV to CR0/CR4, WRMSR to EFER), checked by
-    :func:`mmu.x86.regs.paging_mode`; only their wording is adapted to the controls.
+
+def impossible(state: ExplorerState) -> str | None:
+    """Why no vCPU of ``state``'s host can be in ``state`` (the #GP a guest would take
+    getting there), or None.
+
+    The paging rules are the SDM's (MOV to CR0/CR4, WRMSR to EFER), checked by
+    :func:`mmu.x86.regs.paging_mode`; only their wording is adapted to the controls.  CR4.CET
+    is refused where KVM reserves it (every kernel before 6.18), and CR4.CET=1 needs
+    CR0.WP=1 (SDM Vol. 3A 2.5, the architectural rule that 6.18's ``kvm_set_cr0`` and
+    ``kvm_set_cr4`` also enforce).
     """
+    why = None
     try:
         paging_mode(state.regs())
     except ValueError as e:
-        return (f"#GP: {e}.  The guest's write that would reach this state faults, so "
+        why = str(e)
+    if why is None and state.cr4_cet and not cet_supported(state.kernel):
+        why = (f"CR4.CET is a reserved bit for a Linux {state.kernel} guest (KVM virtualizes "
+               f"CET from 6.18)")
+    elif why is None and state.cr4_cet and not state.cr0_wp:
+        why = "CR4.CET=1 needs CR0.WP=1 (clear CET before WP, set WP before CET)"
+    if why is not None:
+        return (f"#GP: {why}.  The guest's write that would reach this state faults, so "
                 f"KVM never sees it and the roles stay as they were.")
     return None
 
@@ -194,10 +218,12 @@ def _boot(state: ExplorerState):
     regs = state.regs()
     base = int(CR0.PE | CR0.ET | CR0.NE)
     v.set_cr0(base)
-    v.set_cr4(regs.cr4)
+    v.set_cr4(regs.cr4 & ~int(CR4.CET))     # CET only once CR0.WP is set, as a kernel does
     v.set_cr3(regs.cr3)
     v.set_efer(regs.efer & ~int(EFER.LMA))
     v.set_cr0(regs.cr0)
+    if regs.cr4 & CR4.CET:
+        v.set_cr4(regs.cr4)
     if state.guest_mode:
         v.nested_enter()            # L2 with the same registers (the roles' guest_mode bit)
     if state.smm:                   # never together with guest_mode (never_in_kvm)
@@ -224,7 +250,15 @@ def _writes(old: Regs, new: Regs) -> list[tuple[str, int]]:
 
     One register changed: that single write, exactly (so an illegal single write shows
     its #GP).  Several: the order a kernel uses -- paging off first if the paging
-    structure changes under it, then EFER, CR4, and CR0 last."""
+    structure changes under it, then EFER, CR4, and CR0 last; a CR4.CET change is its own
+    write, first when CET is cleared and last when it is set."""
+    cet = int(CR4.CET)
+    if (old.cr4 ^ new.cr4) & cet:
+        # CR4.CET=1 needs CR0.WP=1: a KERNEXEC-style kernel clears CET before anything
+        # else and sets it after everything else (SDM Vol. 3A 2.5).
+        if old.cr4 & cet:
+            return [("cr4", old.cr4 & ~cet)] + _writes(old.replace(cr4=old.cr4 & ~cet), new)
+        return _writes(old, new.replace(cr4=new.cr4 & ~cet)) + [("cr4", new.cr4)]
     changed = [r for r in ("cr0", "cr4", "efer") if getattr(old, r) != getattr(new, r)]
     new_efer = new.efer & ~int(EFER.LMA)
     if len(changed) <= 1:
@@ -437,11 +471,13 @@ def render(res: ExplorerResult, *, show_all_fields: bool = True) -> View:
         only_cpu = set(res.cpu_changed) | {"base.level", "base.cr0_wp", "base.efer_nx"}
         only_root = set(res.root_changed) | {"level", "cr0_wp", "efer_nx", "direct"}
     summary = Table("Summary", ("what", "value"), tuple(_summary_rows(res)))
+    era = res.effective.kernel       # 6.14+ kernels add the is_mirror row (always 0 here)
     cpu_t = role_field_table("cpu_role (the guest's paging format)", res.cpu_role,
-                             res.prev_cpu_role, only=only_cpu)
+                             res.prev_cpu_role, only=only_cpu, era=era)
     root_label = "root_role (KVM's root page)" if res.effective.kernel != "5.18" else \
         "mmu_role.base (5.18: root page role, mixed with CPU state)"
-    root_t = role_field_table(root_label, res.root_role, res.prev_root_role, only=only_root)
+    root_t = role_field_table(root_label, res.root_role, res.prev_root_role, only=only_root,
+                              era=era)
     outcome = _outcome_line(res)
     parts_text = [outcome]
     if res.fault:

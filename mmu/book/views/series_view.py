@@ -207,7 +207,8 @@ def _demo_ext_bits(s: SeriesState):
                  (f"root_role = {hexword(root.word)}: a union kvm_mmu_page_role, 32 bits, "
                   f"no ext; renamed mmu_role -> root_role",
                   "kvm_mmu_after_set_cpuid zeroes root_role.word (level 0 never occurs in a "
-                  "real root role) instead of clearing ext.valid"))
+                  "real root role) instead of clearing ext.valid (until 6.8; since 6.9 it "
+                  "sets root_role.invalid = 1)"))
     return before, after, True, f"{CHANGED}: the root's role shrank from 64 to 32 bits"
 
 

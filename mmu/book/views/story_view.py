@@ -26,11 +26,12 @@ from mmu.book.sources import cite
 from mmu.book.views.root_cache_view import TEXT_WIDTH, wrap_notes
 
 __all__ = ["STORY_KERNELS", "COUNT_COLUMNS", "ToggleResult", "toggle", "render_toggle",
+           "WindowResult", "kernexec_window", "render_windows",
            "render_counts", "render_vmexit", "render_ssdd", "render_changes",
            "refresh_demo", "SSDD_FIGURE_ROWS", "CALIBRATED_VMEXIT", "CALIBRATED_SSDD",
            "ratio_errors", "short_row", "short_config"]
 
-STORY_KERNELS = ("5.15", "5.18", "5.19", "6.1", "6.4")
+STORY_KERNELS = ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18")
 
 #: (vCPU counter, column label).  "kvm_init_mmu rebuilds" excludes early returns.
 COUNT_COLUMNS = (("vm_exits", "VM exits"), ("mmu_resets", "reset_context"),
@@ -111,20 +112,104 @@ def toggle(kernel: "str | Era" = "6.4", mmu: str = "tdp", vendor: str = "intel",
     v.boot_long_mode(cr3=0x100000)
     v.enter()
     wp_off, wp_on = v.regs.cr0 & ~int(CR0.WP), v.regs.cr0 | int(CR0.WP)
-    v.set_cr0(wp_off)
-    v.set_cr0(wp_on)                    # warm-up: the WP=0 root exists if it ever will
+    writes = [(v.set_cr0, wp_off), (v.set_cr0, wp_on)]
+    per, first, words = _per_round(v, writes, toggles // 2)
+    per = {k: x / 2 for k, x in per.items()}        # per write, not per WP 1->0->1 pair
+    name = kernel.name if isinstance(kernel, Era) else kernel
+    return ToggleResult(name, mmu, vendor, per, first, words)
+
+
+def _per_round(v, writes, rounds: int) -> tuple[dict[str, float], tuple[str, ...],
+                                                 tuple[int, int]]:
+    """Run the guest writes ``writes`` (``(vcpu method, value)``, each followed by a guest
+    entry) once as a warm-up -- the roots a round needs exist afterwards if they ever
+    will -- then ``rounds`` times more.  Returns the vCPU's counters per round
+    (:data:`COUNT_COLUMNS`), the events of the first write of the first counted round, and
+    root_role.word before and after that write."""
+    for write, value in writes:
+        write(value)
+        v.enter()
     before = Counter(v.stats)
     first, word0, word1 = None, v.root_role.word, None
-    for i in range(toggles):
-        res = v.set_cr0(wp_off if i % 2 == 0 else wp_on)
-        v.enter()
-        if first is None:
-            first, word1 = tuple(str(e) for e in res.events), v.root_role.word
+    for _ in range(rounds):
+        for write, value in writes:
+            res = write(value)
+            v.enter()
+            if first is None:
+                first, word1 = tuple(str(e) for e in res.events), v.root_role.word
     d = {k: v.stats[k] - before.get(k, 0) for k in v.stats}
     d["inits_rebuilt"] = d.get("mmu_inits", 0) - d.get("init_early_returns", 0)
-    per = {k: d.get(k, 0) / toggles for k, _ in COUNT_COLUMNS}
+    return ({k: d.get(k, 0) / rounds for k, _ in COUNT_COLUMNS}, first or (), (word0, word1))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowResult:
+    """One KERNEXEC-style window (open: CR4.CET <- 0 if CET is on, CR0.WP <- 0; close:
+    CR0.WP <- 1, CR4.CET <- 1) on one kernel, MMU kind and vendor."""
+
+    kernel: str
+    mmu: str
+    vendor: str
+    cet: bool                        # the guest runs with CR4.CET=1 outside the window
+    writes: tuple[str, ...]          # the guest's writes of one window, in order
+    per_window: dict[str, float]     # counter -> per window (steady state, one vCPU)
+    events: tuple[str, ...]          # the vCPU's events of the window's first write
+    faults: int                      # #GP results over the counted windows (0 expected)
+
+
+def kernexec_window(kernel: "str | Era" = "6.18", mmu: str = "tdp", vendor: str = "intel", *,
+                    windows: int = 4) -> WindowResult:
+    """A booted 64-bit guest opens and closes ``windows`` KERNEXEC windows (after one
+    warm-up), as grsecurity's ``pax_open_kernel``/``pax_close_kernel`` do on a CET-enabled
+    kernel: CR4.CET must be cleared before CR0.WP can be (SDM Vol. 3A 2.5), so the window
+    is CET off, WP off, (the write), WP on, CET on.  Where the kernel does not let a guest
+    enable CET (every era before 6.18: CR4.CET is reserved), the guest runs without it and
+    the window is WP off, WP on -- the chapter's 6.4 window."""
+    from mmu.kvm.vcpu import VCpu
+    from mmu.x86.regs import CR4
+    if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= 500:
+        raise ValueError(f"windows={windows!r}: allowed an int in 1..500")
+    v = VCpu(kernel=kernel, mmu=mmu, vendor=vendor)
+    v.boot_long_mode(cr3=0x100000)
+    cet = v.era.cet_virtualized
+    if cet:
+        v.set_cr4(v.regs.cr4 | int(CR4.CET))      # the kernel turns CET on once WP is set
+    v.enter()
+    cr0, cr4 = v.regs.cr0, v.regs.cr4
+    wp_off, wp_on = cr0 & ~int(CR0.WP), cr0 | int(CR0.WP)
+    writes = [(v.set_cr0, wp_off), (v.set_cr0, wp_on)]
+    names = ["CR0.WP <- 0", "CR0.WP <- 1"]
+    if cet:
+        writes = [(v.set_cr4, cr4 & ~int(CR4.CET)), *writes, (v.set_cr4, cr4)]
+        names = ["CR4.CET <- 0", *names, "CR4.CET <- 1"]
+    gp = v.stats["gp_faults"]
+    per, first, _ = _per_round(v, writes, windows)
     name = kernel.name if isinstance(kernel, Era) else kernel
-    return ToggleResult(name, mmu, vendor, per, first or (), (word0, word1))
+    return WindowResult(name, mmu, vendor, cet, tuple(names), per, first,
+                        v.stats["gp_faults"] - gp)
+
+
+def render_windows(kernels=("6.4", "6.18"), mmus=("tdp", "legacy", "shadow"),
+                   vendors=("intel", "amd")) -> View:
+    """Work per KERNEXEC window, 6.4 (WP only) beside 6.18 (CET and WP), for every MMU
+    kind and vendor."""
+    rows = []
+    for m in mmus:
+        for ven in vendors:
+            for k in kernels:
+                r = kernexec_window(k, m, ven)
+                rows.append((f"{k} {m} {ven}", "CET+WP" if r.cet else "WP only",
+                             *(_fmt(r.per_window[c]) for c, _ in COUNT_COLUMNS), str(r.faults)))
+    t = Table("Work per KERNEXEC window (steady state, one vCPU; from the vCPU model)",
+              ("kernel MMU vendor", "window", *(h for h, _ in SHORT_COLUMNS), "#GP"),
+              tuple(rows))
+    legend = ["window: WP only = CR0.WP <- 0, CR0.WP <- 1 (no CET before 6.18); CET+WP = "
+              "CR4.CET <- 0, CR0.WP <- 0, CR0.WP <- 1, CR4.CET <- 1"] + \
+        [f"{h} = {what}" for h, what in SHORT_COLUMNS] + \
+        ["#GP = faults over the counted windows (the order above never faults)"]
+    text = t.text() + "\n\ncolumns:\n" + wrap_notes(legend)
+    return View(text, wrap_html(t.html() + "<p>columns:</p>" + bullet_html(legend),
+                                "kernexec-windows"))
 
 
 def _fmt(x: float) -> str:
