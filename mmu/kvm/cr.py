@@ -41,7 +41,12 @@ KVM_MMU_CR4_ROLE_BITS = int(CR4.PSE | CR4.PAE | CR4.LA57 | CR4.SMEP | CR4.SMAP |
 #: CR0 bits KVM keeps (CR0_RESERVED_BITS is the complement in the low 32 bits).
 _CR0_DEFINED = int(CR0.PE | CR0.MP | CR0.EM | CR0.TS | CR0.ET | CR0.NE | CR0.WP | CR0.AM
                    | CR0.NW | CR0.CD | CR0.PG)
-_CR4_DEFINED = int(sum(CR4))
+#: CR4 bits KVM lets a guest set (the complement of ``CR4_RESERVED_BITS``, kvm_host.h, as
+#: ``__cr4_reserved_bits``/``__kvm_is_valid_cr4`` use it, x86.h/x86.c; 6.4 read, same list in
+#: 5.15-6.1): SMXE (KVM never offers SMX) and PKS (never virtualised) are not in it, so a
+#: guest's MOV to CR4 setting either is a #GP in every era modelled (issue 14, X1).
+_CR4_KVM_RESERVED = int(CR4.SMXE | CR4.PKS)
+_CR4_DEFINED = int(sum(CR4)) & ~_CR4_KVM_RESERVED
 _EFER_DEFINED = int(sum(EFER))
 #: CR0 after RESET: x86.c ``kvm_vcpu_reset`` (5.15+; before, ``vmx_vcpu_reset`` and
 #: ``init_vmcb`` wrote the same value) sets ET, and CD|NW on RESET (kept on INIT):
@@ -156,8 +161,9 @@ class CrWrites:
         self._exit("MOV to CR4")
         fault = None
         lma = self.regs.efer & EFER.LMA
-        if value & ~_CR4_DEFINED:
-            fault = gp(f"cr4={value:#x}: reserved bits {value & ~_CR4_DEFINED:#x} set")
+        reason = self._cr4_invalid(value)
+        if reason:
+            fault = gp(reason)
         elif lma and not value & CR4.PAE:
             fault = gp("clearing CR4.PAE in long mode")
         elif lma and (old ^ value) & CR4.LA57:
@@ -173,6 +179,24 @@ class CrWrites:
         self._kvm_post_set_cr4(old, value)
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
+
+    def _cr4_invalid(self, cr4: int) -> "str | None":
+        """``__kvm_is_valid_cr4`` (x86.c): the reserved-bit part of the CR4 check, shared
+        by a guest's MOV to CR4 and the L2 state a nested entry loads (VMX
+        ``nested_guest_cr4_valid``, SVM ``__nested_vmcb_check_save`` call the same
+        function).  The reason it is invalid, or None."""
+        if cr4 & ~_CR4_DEFINED:
+            return f"cr4={cr4:#x}: reserved bits {cr4 & ~_CR4_DEFINED:#x} set"
+        return None
+
+    def _efer_invalid(self, efer: int) -> "str | None":
+        """``kvm_valid_efer`` (x86.c ``__kvm_valid_efer``): reserved bits, EFER.SVME without
+        SVM; shared by WRMSR(EFER) and a nested entry's L2 EFER.  The reason, or None."""
+        if efer & ~_EFER_DEFINED:
+            return f"efer={efer:#x}: reserved bits {efer & ~_EFER_DEFINED:#x} set"
+        if efer & EFER.SVME and not self.x86_ops.has_svm:
+            return "EFER.SVME on a CPU without SVM"
+        return None
 
     def _kvm_post_set_cr4(self, old: int, cr4: int) -> None:
         """``kvm_post_set_cr4``: reset on a role bit; CR4.PCIDE 0->1 with shadow paging
@@ -190,10 +214,9 @@ class CrWrites:
         self._exit("WRMSR EFER")
         old = self.regs.efer
         fault = None
-        if value & ~_EFER_DEFINED:
-            fault = gp(f"efer={value:#x}: reserved bits {value & ~_EFER_DEFINED:#x} set")
-        elif value & EFER.SVME and not self.x86_ops.has_svm:
-            fault = gp("EFER.SVME on a CPU without SVM")
+        reason = self._efer_invalid(value)
+        if reason:
+            fault = gp(reason)
         elif self.regs.cr0 & CR0.PG and (old ^ value) & EFER.LME:
             fault = gp("changing EFER.LME while paging is on")
         if fault is not None:

@@ -114,10 +114,15 @@ class Smm:
         save area :meth:`enter_smm` wrote.
 
         The kernel calls it only from ``enter_smm`` (after the vendor hook left L2) and
-        ``emulator_leave_smm``; calling ``kvm_smm_changed(True)`` in L2 here is a
-        what-if with smm=1 and guest_mode=1, a pair the kernel never produces."""
+        ``emulator_leave_smm``, so ``kvm_smm_changed(True)`` in L2 is refused
+        (ValueError, nothing changed): it would make smm=1 with guest_mode=1, a pair the
+        kernel never produces (use :meth:`enter_smm`, which leaves L2 first)."""
         if not isinstance(smm, bool):
             raise TypeError(f"smm must be a bool, not {type(smm).__name__}")
+        if smm and self.guest_mode:
+            raise ValueError("kvm_smm_changed(True) in L2: smm=1 with guest_mode=1 never "
+                             "happens (enter_smm leaves L2 first); allowed only in L1 -- "
+                             "use enter_smm() for an SMI in L2")
         mark = self._begin()
         self._exit("SMI" if smm else "RSM")
         self.smm = smm
