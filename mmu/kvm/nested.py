@@ -255,8 +255,10 @@ class Nested:
             raise ValueError("nested_enter: ncr3 is AMD's (nested SVM); allowed only with "
                              "vendor='amd' -- use eptp on Intel")
         ncr3 = check_int("ncr3", ncr3, 0, limit)
+        if self.smm:        # VMRUN in SMM is a #UD (nested_enter): no guest_mmu roles
+            return NestedTdp("npt", ncr3, None, None)
         cpu, root = roles.nested_npt_roles(self.regs, self.vm.tdp_level, smm=False)
-        if cpu.base.level < 4 and not self.smm:     # in SMM the entry is a #UD anyway
+        if cpu.base.level < 4:
             raise ValueError(f"nested NPT over L1's {cpu.base.level}-level paging is not "
                              "modelled (KVM's pml4_root over pae_root): allowed only L1 in "
                              "4- or 5-level paging")
