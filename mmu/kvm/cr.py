@@ -22,7 +22,7 @@ Kernel counterparts (x86.c; 6.4 read for the details, era differences below):
 
 Every write ends with ``kvm_mmu_reload`` (the next ``vcpu_enter_guest``).  The role masks
 are ``mmu.h``'s (facts §3.1).  Simplifications: ``load_pdptrs`` always succeeds (a PAE
-guest's reserved PDPTE bits are not checked here); no CPUID (every CR4 feature exists,
+guest's reserved PDPTE bits are not checked here); no CPUID (every CR4 feature exists but SMXE and PKS, never offered by KVM,
 EFER.SVME only on a vendor whose :attr:`~mmu.kvm.vendor.VendorOps.has_svm`).
 """
 from __future__ import annotations

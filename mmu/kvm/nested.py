@@ -115,6 +115,13 @@ class Nested:
         check it for such a guest, SDM 26.3.1.2), so the model clears it rather than
         refusing the entry.  ``l2_cs_l=True`` for an L2 without EFER.LMA is a bad argument.
 
+        Results that are guest-visible faults (issue 14): in SMM the instruction is a #UD
+        (vector 6; 6.4 ``vmx_enter_smm`` leaves VMX operation, so
+        ``nested_vmx_check_permission`` refuses VMLAUNCH; the SMM state has EFER.SVME=0, so
+        ``nested_svm_check_permissions`` refuses VMRUN); an L2 state the VM entry refuses
+        (:meth:`_l2_state_invalid`) is an "invalid L2 state" #GP.  Neither changes
+        anything but the exit and fault counters.
+
         Default (no ``eptp``/``ncr3``): L1 does not use EPT/NPT for L2 (or the model
         ignores it), and nesting is the guest_mode bit in root_mmu's roles, so L2 gets
         roots of its own and L1's are freed or kept as the era dictates.
@@ -129,7 +136,7 @@ class Nested:
           ept_ad, execonly)`` and root_role = its base, early return iff cpu_role.as_u64
           is unchanged; then always ``kvm_mmu_new_pgd(eptp)`` on guest_mmu.  ``ept_level``
           and ``ept_ad`` must agree with the EPTP's bits 5:3 and 6 when those are set;
-          in SMM it is refused (ValueError, as ``nested_ept_role``);
+          in SMM the entry is a #UD (below);
         * NPT: ``kvm_init_shadow_npt_mmu`` with (cpu_role, root_role) =
           ``nested_npt_roles(L1's CR4/EFER, tdp_level)``, early return iff both are
           unchanged; then ``kvm_mmu_new_pgd(ncr3)``.  L1 must be in 4/5-level paging

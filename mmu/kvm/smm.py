@@ -88,6 +88,12 @@ class Smm:
         self._saved_smm = None
         self.smm = False
         self._event("kvm_smm_changed", "smm=0")
+        if from_l2 and l2_tdp is not None:
+            # 6.4 emulator_leave_smm: kvm_smm_changed(false) resets root_mmu while the vCPU
+            # is still L1 with the SMM state, before the hook re-enters L2.  With nested TDP
+            # the reset below touches only nested_mmu, so root_mmu must be rebuilt here or
+            # it would keep a role with smm=1 while L2 runs (issue 14, V2's class).
+            self.kvm_init_mmu()
         if from_l2:
             leave, enter = self.x86_ops.smm.leave, self.x86_ops.smm.nested_reentry
             self._saved_l1 = saved_l1

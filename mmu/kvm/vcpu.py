@@ -41,7 +41,7 @@ results (:class:`WriteResult`), never exceptions; bad *arguments* raise.
 
 Simplifications, said once: one guest-physical address space per VM; no CS descriptor
 (``cs_l`` stands for "executing 64-bit code"); ``load_pdptrs`` always succeeds; no CPUID
-(every CR4 feature exists); SMM entry/exit does one ``kvm_mmu_reset_context`` each
+(every CR4 feature exists but SMXE/PKS); SMM entry/exit does one ``kvm_mmu_reset_context`` each
 (:mod:`mmu.kvm.smm`); L1's intercepts are not modelled (:mod:`mmu.kvm.nested`).
 """
 from __future__ import annotations
