@@ -224,3 +224,19 @@ def test_v5_era_accepts_what_kernels_had():
     assert era("5.15", efer_lme_resets=True, cr0_wp_tdp_no_unload=True,
                cr0_wp_guest_owned=True, wp_refresh_in_permission_fault=True)
     assert era("5.18", cr0_wp_tdp_no_unload=True)     # Paolo's Feb-2022 series (cost.py)
+
+
+# -- found by the property (V2's class) ------------------------------------------------------
+def test_rsm_into_l2_on_nested_ept_rebuilds_root_mmu_without_smm():
+    """6.4 smm.c ``emulator_leave_smm``: ``kvm_smm_changed(false)`` resets root_mmu while
+    the vCPU is still L1 in the SMM state, and only then ``vmx_leave_smm`` re-enters L2.
+    With nested EPT the later resets touch nested_mmu alone, so root_mmu must end with the
+    role of the SMM state without smm: paging off (CR0 0x10030, CR4 0, EFER 0) ->
+    nonpaging role, direct (0x80) | access 7 (0x700) = 0x780, ext.valid = 1; before the fix
+    it kept the SMM role, smm=1 (0x100_0780), while L2 ran."""
+    v = booted()
+    assert v.nested_enter(eptp=0x505E).ok
+    assert v.enter_smm().ok and v.cpu_role.base.word == 0x100_0780
+    assert v.leave_smm().ok and v.guest_mode and v._mmu_is_guest
+    assert v.cpu_role.base.word == 0x780 and v.cpu_role.ext.word == 0x1
+    assert not v.cpu_role.base.smm and not v.root_role.smm
