@@ -702,6 +702,23 @@ def test_checks_catch_a_corrupted_vcpu():
     w._root_role = w._root_role.replace(smm=1)
     with pytest.raises(AssertionError):
         check_roles(w, True)
+    # (h): smm with guest_mode; a stale nested_mmu role; guest_mmu roles not the builder's
+    x = _booted("tdp")
+    x.smm, x.guest_mode = True, True
+    with pytest.raises(AssertionError, match="smm=1 with guest_mode=1"):
+        check_roles(x, False)
+    y = _booted("tdp")
+    l1 = y.regs
+    assert y.nested_enter(eptp=0x505E).ok
+    ept = roles.nested_ept_role(4, True, False)
+    check_roles(y, False, False, (ept, ept.base), l1)
+    check_root(y)
+    with pytest.raises(AssertionError):
+        check_roles(y, False, False, (ept, ept.base.replace(ad_disabled=1)), l1)
+    y.nested_mmu_role = y.nested_mmu_role.replace(
+        base=y.nested_mmu_role.base.replace(cr0_wp=0))
+    with pytest.raises(AssertionError, match="nested_mmu"):
+        check_roles(y, False, False, (ept, ept.base), l1)
 
 
 # -- model bugs found by the properties, now fixed (minimal reproducers) -----------------
