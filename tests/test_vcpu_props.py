@@ -104,6 +104,14 @@ BAD_CALLS = (
     ("nested_enter", (), {"eptp": 0x505E, "ept_ad": 1}, (TypeError, ValueError), "ept"),
 )
 
+#: The CR4 bits KVM lets a guest set, by hand from CR4_RESERVED_BITS (kvm_host.h, 5.15.85
+#: and 6.4.6: VME..UMIP, LA57, VMXE, SMAP, PKE -- not SMXE, not PKS), plus CET, which the
+#: model still accepts (the eras work owns CET's rules).
+KVM_CR4_ALLOWED = int(CR4.VME | CR4.PVI | CR4.TSD | CR4.DE | CR4.PSE | CR4.PAE | CR4.MCE
+                      | CR4.PGE | CR4.PCE | CR4.OSFXSR | CR4.OSXMMEXCPT | CR4.UMIP | CR4.LA57
+                      | CR4.VMXE | CR4.FSGSBASE | CR4.PCIDE | CR4.OSXSAVE | CR4.SMEP
+                      | CR4.SMAP | CR4.PKE | CR4.CET)
+
 #: (L2 register, bit OR-ed into L1's value) -> does VM entry refuse it, by vendor.  Hand
 #: rules (issue 14 V3/X1): CR4 -- CR4_RESERVED_BITS (kvm_host.h) lists OSFXSR, not bit 15,
 #: SMXE, PKS or bits above 31; EFER -- bits 2, 9 and 46 are reserved, SVME only without
@@ -383,6 +391,8 @@ class Driver:
             d = Counter(v.stats)
             d.subtract(stats)
             assert +d == Counter({"vm_exits": int(r.exited), counter: 1})
+        elif fn == v.set_cr4:           # X1: an accepted MOV to CR4 sets only listed bits
+            assert not v.regs.cr4 & ~KVM_CR4_ALLOWED, hex(v.regs.cr4)
         elif not r.exited and fn == v.set_cr0 and (old_cr0 ^ v.regs.cr0) & CR0.WP:
             assert _wp_passthrough(v), "a CR0.WP change without exit needs VMX+EPT in 6.4"
             if v._mmu_is_guest:
