@@ -9,8 +9,10 @@ the vCPU logged (their text), its step counter, the counters that changed, the r
 and guest_mmu's), the registers and the current root.  ``tests/test_vcpu_golden.py``
 replays the stored operations and compares; it never regenerates the file.
 
-The expected values are the model's own output *before* the split (commit 05f49d5):
-a pin of behaviour, not a statement of what the kernel does (the other vCPU tests are).
+The expected values are the model's own output *before* the split (commit 05f49d5),
+regenerated once for issue 14's vCPU fixes (X1, V1, V2: the commit that did it lists
+which sequences changed and why): a pin of behaviour, not a statement of what the
+kernel does (the other vCPU tests are).
 Regenerate only when behaviour is meant to change, and say so in the commit::
 
     .venv/bin/python tests/vcpu_golden.py --write     # rewrites tests/data/vcpu_golden.json

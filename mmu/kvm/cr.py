@@ -29,7 +29,7 @@ be set while CR0.WP=0), which on 6.18's VMX can meet a guest-owned WP or CET.
 
 Every write ends with ``kvm_mmu_reload`` (the next ``vcpu_enter_guest``).  The role masks
 are ``mmu.h``'s (facts §3.1).  Simplifications: ``load_pdptrs`` always succeeds (a PAE
-guest's reserved PDPTE bits are not checked here); no CPUID (every CR4 feature exists,
+guest's reserved PDPTE bits are not checked here); no CPUID (every CR4 feature exists but SMXE and PKS, never offered by KVM,
 EFER.SVME only on a vendor whose :attr:`~mmu.kvm.vendor.VendorOps.has_svm`).
 """
 from __future__ import annotations
@@ -188,11 +188,9 @@ class CrWrites:
         self._exit("MOV to CR4")
         fault = None
         lma = self.regs.efer & EFER.LMA
-        valid = self.era.cr4_valid_bits
-        if value & ~valid:
-            named = value & ~valid & int(sum(CR4))     # SMXE, PKS, or CET before 6.18
-            fault = gp(f"cr4={value:#x}: reserved bits {value & ~valid:#x} set"
-                       + (f" ({bit_names(CR4, named)})" if named else ""))
+        reason = self._cr4_invalid(value)
+        if reason:
+            fault = gp(reason)
         elif lma and not value & CR4.PAE:
             fault = gp("clearing CR4.PAE in long mode")
         elif lma and (old ^ value) & CR4.LA57:
@@ -211,6 +209,28 @@ class CrWrites:
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
 
+    def _cr4_invalid(self, cr4: int) -> "str | None":
+        """``__kvm_is_valid_cr4`` (x86.c): the reserved-bit part of the CR4 check, shared
+        by a guest's MOV to CR4 and the L2 state a nested entry loads (VMX
+        ``nested_guest_cr4_valid``, SVM ``__nested_vmcb_check_save`` call the same
+        function) with the era's ``CR4_RESERVED_BITS`` (:attr:`mmu.kvm.eras.Era.cr4_valid_bits`).
+        The reason it is invalid, or None."""
+        valid = self.era.cr4_valid_bits
+        if cr4 & ~valid:
+            named = cr4 & ~valid & int(sum(CR4))     # SMXE, PKS, or CET before 6.18
+            return (f"cr4={cr4:#x}: reserved bits {cr4 & ~valid:#x} set"
+                    + (f" ({bit_names(CR4, named)})" if named else ""))
+        return None
+
+    def _efer_invalid(self, efer: int) -> "str | None":
+        """``kvm_valid_efer`` (x86.c ``__kvm_valid_efer``): reserved bits, EFER.SVME without
+        SVM; shared by WRMSR(EFER) and a nested entry's L2 EFER.  The reason, or None."""
+        if efer & ~_EFER_DEFINED:
+            return f"efer={efer:#x}: reserved bits {efer & ~_EFER_DEFINED:#x} set"
+        if efer & EFER.SVME and not self.x86_ops.has_svm:
+            return "EFER.SVME on a CPU without SVM"
+        return None
+
     def _kvm_post_set_cr4(self, old: int, cr4: int) -> None:
         """``kvm_post_set_cr4``: reset on a role bit; CR4.PCIDE 0->1 with shadow paging
         also unloads (the prev_roots were cached without PCIDs)."""
@@ -227,10 +247,9 @@ class CrWrites:
         self._exit("WRMSR EFER")
         old = self.regs.efer
         fault = None
-        if value & ~_EFER_DEFINED:
-            fault = gp(f"efer={value:#x}: reserved bits {value & ~_EFER_DEFINED:#x} set")
-        elif value & EFER.SVME and not self.x86_ops.has_svm:
-            fault = gp("EFER.SVME on a CPU without SVM")
+        reason = self._efer_invalid(value)
+        if reason:
+            fault = gp(reason)
         elif self.regs.cr0 & CR0.PG and (old ^ value) & EFER.LME:
             fault = gp("changing EFER.LME while paging is on")
         if fault is not None:

@@ -120,13 +120,34 @@ Dated but not modelled (no operation of the model reaches them; ``docs/eras.md``
   "KVM: x86/mmu: Exempt nested EPT page tables from !USER, CR0.WP=0 logic"; 6.18.2
   ``FNAME(page_fault)`` compiles it out for ``PTTYPE_EPT``, 6.12.19 does not): the model's
   nested-TDP guest_mmu never takes a fault;
+
+Combinations no kernel had are refused (ValueError from :func:`era` and :class:`Era`), by
+one rule: **a flag whose kernel change edits or relies on code that another flag's
+setting says is absent needs that flag** (:data:`REQUIRES`):
+
+* ``role_split`` needs ``new_pgd_uses_mmu_role``: the role series removed
+  ``kvm_mmu_calc_root_page_role`` ("KVM: MMU: remove kvm_mmu_calc_root_page_role", Paolo,
+  Feb 2022; absent from 6.4 mmu.c), which the old ``kvm_mmu_new_pgd`` called;
+* ``ignore_wp_nonpaging`` needs ``cr0_wp_tdp_no_unload``: e40bcf9f3a18 puts its early
+  return inside the WP-only branch of ``kvm_post_set_cr0`` that 01b31714bd90 added (6.4
+  x86.c).
+
+Derived, not refused: ``wp_refresh_in_permission_fault`` acts only with ``role_split``
+(:meth:`Era.refreshes_passthrough_bits`: it rewrites ``cpu_role.base.cr0_wp``, a 5.19
+field).  Allowed on purpose: the CR0.WP flags on a pre-split era (``role_split=False``),
+the posted 5.4-5.15 backports Mathias Krause measured (``mmu.book.cost``, "v5.15.106 +
+patches") and Paolo's unmerged Feb-2022 series (5.18 + ``cr0_wp_tdp_no_unload``).  Those
+trees keep the TDP root over a CR0.WP toggle although their root role (``mmu_role.base``)
+holds CR0.WP -- the premise of 01b31714bd90, "CR0.WP doesn't affect SPTEs", holds only
+once the split took WP out of the TDP root role -- so on such an era the vCPU's
+``root_role`` can differ from its root page's role in ``cr0_wp`` alone, as in those trees.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Mapping
 
-__all__ = ["Era", "ERAS", "ERA_NAMES", "FLAG_NAMES", "era"]
+__all__ = ["Era", "ERAS", "ERA_NAMES", "FLAG_NAMES", "REQUIRES", "era"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +168,13 @@ class Era:
     tdp_root_alloc_read_lock: bool = False
     cpuid_invalidates_root_role: bool = False
     shadow_dummy_root: bool = False
+
+    def __post_init__(self) -> None:
+        for flag, needs in REQUIRES.items():
+            if getattr(self, flag) and not getattr(self, needs):
+                raise ValueError(
+                    f"era {self.name!r}: {flag}=True needs {needs}=True (no kernel had one "
+                    f"without the other: {REQUIRES_WHY[flag]}); set both or neither")
 
     def flags(self) -> dict[str, bool]:
         """The feature flags (everything but ``name``)."""
@@ -204,6 +232,15 @@ class Era:
         is never guest-owned) and the split roles (the bit lives in ``cpu_role``)."""
         return self.wp_refresh_in_permission_fault and tdp and self.role_split
 
+
+#: flag -> the flag it needs (see the module docstring for the rule and the sources).
+REQUIRES: Mapping[str, str] = {"role_split": "new_pgd_uses_mmu_role",
+                               "ignore_wp_nonpaging": "cr0_wp_tdp_no_unload"}
+REQUIRES_WHY: Mapping[str, str] = {
+    "role_split": "the role series removed kvm_mmu_calc_root_page_role, which kvm_mmu_new_pgd "
+                  "used before 'Always use current mmu's role when loading new PGD'",
+    "ignore_wp_nonpaging": "e40bcf9f3a18 edits the CR0.WP-only branch of kvm_post_set_cr0 "
+                           "that 01b31714bd90 added"}
 
 FLAG_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Era) if f.name != "name")
 

@@ -403,25 +403,43 @@ class MmuContext(RootSlots):
 
     def kvm_mmu_refresh_passthrough_bits(self) -> bool:
         """``kvm_mmu_refresh_passthrough_bits`` (6.4, [SC-REFRESH]): before an emulated
-        permission check, re-read the guest-owned CR0.WP into ``cpu_role.base.cr0_wp``.
-        Skipped without TDP.  Returns True if the cached bit was stale."""
-        if not (self.era.refreshes_passthrough_bits(tdp=self.tdp_enabled)
-                and self._cpu_role is not None):
+        permission check, re-read the guest-owned CR0.WP into the ``cpu_role.base.cr0_wp``
+        of the MMU the check walks with -- ``walk_mmu``: root_mmu, or nested_mmu (L2's GVA
+        walker, :attr:`nested_mmu_role`) while L2 runs with nested TDP.  6.4 mmu.h skips
+        only ``!tdp_enabled`` and ``guest_mmu`` (nEPT/nNPT ignore CR0.WP); nested_mmu
+        "needs to honor L2's CR0.WP", so L1's root_mmu role is left alone then.
+        Returns True if the cached bit was stale."""
+        nested = self._mmu_is_guest
+        role = self.nested_mmu_role if nested else self._cpu_role
+        if not (self.era.refreshes_passthrough_bits(tdp=self.tdp_enabled) and role is not None):
             return False
         live = int(bool(self.regs.cr0 & CR0.WP))
-        if self._cpu_role.base.cr0_wp == live:
+        if role.base.cr0_wp == live:
             return False
         # Only the cr0_wp bit, as __kvm_mmu_refresh_passthrough_bits does (then it
         # recomputes the permission bitmap from it).
-        self._cpu_role = self._cpu_role.replace(base=self._cpu_role.base.replace(cr0_wp=live))
+        role = role.replace(base=role.base.replace(cr0_wp=live))
+        if nested:
+            self.nested_mmu_role = role
+        else:
+            self._cpu_role = role
         self.stats["passthrough_refreshes"] += 1
         self._event("kvm_mmu_refresh_passthrough_bits",
-                    f"cpu_role.base.cr0_wp {1 - live}->{live}; permission bitmap recomputed")
+                    ("nested_mmu: " if nested else "")
+                    + f"cpu_role.base.cr0_wp {1 - live}->{live}; permission bitmap recomputed")
         return True
+
+    def _walk_role(self):
+        """The CPU role of ``walk_mmu``: nested_mmu's while L2 runs with nested TDP
+        (``nested_ept_init_mmu_context``/``nested_svm_init_mmu_context`` point walk_mmu
+        at it), root_mmu's otherwise."""
+        return self.nested_mmu_role if self._mmu_is_guest else self._cpu_role
 
     def emulated_permission_check(self):
         """Model of ``permission_fault`` being reached during emulation: refresh first (per
-        era) and return the CPU role whose bits the check would use.
+        era) and return the CPU role whose bits the check would use -- that of
+        ``walk_mmu`` (FNAME(walk_addr_generic) is called with it): root_mmu's, or
+        nested_mmu's while L2 runs with nested TDP.
 
         With paging off nothing is refreshed: ``permission_fault`` runs only on paged
         walks (``FNAME(walk_addr_generic)``; ``vcpu_mmio_gva_to_gpa`` tests
@@ -431,6 +449,6 @@ class MmuContext(RootSlots):
         if not self.regs.cr0 & CR0.PG:
             self._event("emulated access", "paging off: no page walk, permission_fault (and "
                                            "its CR0.WP refresh) not reached")
-            return self._cpu_role
+            return self._walk_role()
         self.kvm_mmu_refresh_passthrough_bits()
-        return self._cpu_role
+        return self._walk_role()

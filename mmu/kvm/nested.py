@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmu.kvm.mmu_context import RootSlots
 from mmu.kvm.root_cache import RootCache, RootInfo
-from mmu.kvm.trace import WriteResult, gp
+from mmu.kvm.trace import WriteResult, gp, ud
 from mmu.x86.bits import check_int
 from mmu.x86.regs import EFER, Regs
 
@@ -115,6 +115,13 @@ class Nested:
         check it for such a guest, SDM 26.3.1.2), so the model clears it rather than
         refusing the entry.  ``l2_cs_l=True`` for an L2 without EFER.LMA is a bad argument.
 
+        Results that are guest-visible faults (issue 14): in SMM the instruction is a #UD
+        (vector 6; 6.4 ``vmx_enter_smm`` leaves VMX operation, so
+        ``nested_vmx_check_permission`` refuses VMLAUNCH; the SMM state has EFER.SVME=0, so
+        ``nested_svm_check_permissions`` refuses VMRUN); an L2 state the VM entry refuses
+        (:meth:`_l2_state_invalid`) is an "invalid L2 state" #GP.  Neither changes
+        anything but the exit and fault counters.
+
         Default (no ``eptp``/``ncr3``): L1 does not use EPT/NPT for L2 (or the model
         ignores it), and nesting is the guest_mode bit in root_mmu's roles, so L2 gets
         roots of its own and L1's are freed or kept as the era dictates.
@@ -129,7 +136,7 @@ class Nested:
           ept_ad, execonly)`` and root_role = its base, early return iff cpu_role.as_u64
           is unchanged; then always ``kvm_mmu_new_pgd(eptp)`` on guest_mmu.  ``ept_level``
           and ``ept_ad`` must agree with the EPTP's bits 5:3 and 6 when those are set;
-          in SMM it is refused (ValueError, as ``nested_ept_role``);
+          in SMM the entry is a #UD (below);
         * NPT: ``kvm_init_shadow_npt_mmu`` with (cpu_role, root_role) =
           ``nested_npt_roles(L1's CR4/EFER, tdp_level)``, early return iff both are
           unchanged; then ``kvm_mmu_new_pgd(ncr3)``.  L1 must be in 4/5-level paging
@@ -165,15 +172,21 @@ class Nested:
         cs_l = (self.cs_l and l2_ia32e) if l2_cs_l is None else l2_cs_l
         mark = self._begin()
         self._exit("VMLAUNCH/VMRUN")
-        self._saved_l1 = (self.regs, self.cs_l)
-        from mmu.x86.regs import paging_mode
-        try:
-            paging_mode(new)
-        except ValueError as e:
-            fault = self._gp_fault("nested_vmx_run", gp(f"invalid L2 state: {e}"))
-            self._saved_l1 = None
+        if self.smm:
+            # SMM has no VMX operation / EFER.SVME: 6.4 vmx_enter_smm clears
+            # nested.vmxon, so nested_vmx_check_permission queues #UD; smm.c enter_smm
+            # loads EFER=0, so nested_svm_check_permissions queues #UD.  Nothing changes.
+            entry = self.x86_ops.nested_entry
+            fault = self._gp_fault(entry.check_permission, ud(
+                f"{entry.instruction} in SMM: L1 is not in VMX operation / has EFER.SVME=0"))
             self.kvm_mmu_reload()
             return self._result(mark, exited=True, fault=fault)
+        reason = self._l2_state_invalid(new)
+        if reason:
+            fault = self._gp_fault("nested_vmx_run", gp(f"invalid L2 state: {reason}"))
+            self.kvm_mmu_reload()
+            return self._result(mark, exited=True, fault=fault)
+        self._saved_l1 = (self.regs, self.cs_l)
         self.regs, self.cs_l = new, cs_l
         self.guest_mode = True
         self._event("nested entry", "L2 state loaded; guest_mode=1; kvm_init_mmu"
@@ -189,6 +202,29 @@ class Nested:
             self.kvm_mmu_new_pgd(new.cr3)
         self.kvm_mmu_reload()
         return self._result(mark, exited=True)
+
+    def _l2_state_invalid(self, l2: Regs) -> "str | None":
+        """The VM-entry checks on L2's control registers and EFER (SDM Vol. 3C, "Checks on
+        Guest Control Registers, Debug Registers, and MSRs"; 6.4 vmx/nested.c
+        ``nested_vmx_check_guest_state`` + ``nested_vmx_load_cr3``, svm/nested.c
+        ``__nested_vmcb_check_save``): a consistent paging mode (PG without PE, LMA
+        without paging, ...), CR4 and EFER as ``__kvm_is_valid_cr4`` / ``kvm_valid_efer``
+        accept them (the same checks as L1's own writes) and CR3 below MAXPHYADDR where
+        the vendor checks it.  The reason the entry fails, or None.
+
+        Not modelled: the VMX CR0/CR4 fixed bits (CR4.VMXE), EFER.SVME in vmcb12's EFER,
+        L1's VM-entry controls (the model's L2 EFER is always loaded)."""
+        from mmu.x86.regs import paging_mode
+        try:
+            paging_mode(l2)
+        except ValueError as e:
+            return str(e)
+        reason = self._cr4_invalid(l2.cr4) or self._efer_invalid(l2.efer)
+        if reason:
+            return f"l2_{reason}"
+        if self.x86_ops.l2_cr3_checked(l2.cr0, l2.efer) and l2.cr3 >> self.maxphyaddr:
+            return f"l2_cr3={l2.cr3:#x}: bits at or above MAXPHYADDR={self.maxphyaddr} set"
+        return None
 
     def _nested_tdp_spec(self, eptp: int | None, ncr3: int | None, ept_level: int,
                          ept_ad: bool, execonly: bool) -> NestedTdp:
@@ -215,8 +251,9 @@ class Nested:
             if eptp & ~0xFFF >= limit:
                 raise ValueError(f"eptp={eptp:#x}: address bits at or above "
                                  f"MAXPHYADDR={self.maxphyaddr}")
-            # nested_ept_role checks ept_level (4 or 5) and refuses SMM.
-            role = roles.nested_ept_role(ept_level, ept_ad, execonly, smm=self.smm)
+            # nested_ept_role checks ept_level (4 or 5).  smm=False: an entry from SMM
+            # is a #UD (nested_enter) before this role is used.
+            role = roles.nested_ept_role(ept_level, ept_ad, execonly, smm=False)
             walk_bits = (eptp >> 3) & 7
             if walk_bits and walk_bits + 1 != ept_level:
                 raise ValueError(f"eptp={eptp:#x} has a {walk_bits + 1}-level walk length "
@@ -229,7 +266,9 @@ class Nested:
             raise ValueError("nested_enter: ncr3 is AMD's (nested SVM); allowed only with "
                              "vendor='amd' -- use eptp on Intel")
         ncr3 = check_int("ncr3", ncr3, 0, limit)
-        cpu, root = roles.nested_npt_roles(self.regs, self.vm.tdp_level, smm=self.smm)
+        if self.smm:        # VMRUN in SMM is a #UD (nested_enter): no guest_mmu roles
+            return NestedTdp("npt", ncr3, None, None)
+        cpu, root = roles.nested_npt_roles(self.regs, self.vm.tdp_level, smm=False)
         if cpu.base.level < 4:
             raise ValueError(f"nested NPT over L1's {cpu.base.level}-level paging is not "
                              "modelled (KVM's pml4_root over pae_root): allowed only L1 in "

@@ -37,6 +37,7 @@ class PvmOps(VendorOps):
     source = "arch/x86/kvm/pvm/pvm.c (virt-pvm/linux)"
     smm = None         # pvm_smi_allowed() == 0: the common SMM path never runs
     nested = None      # pvm_nested_ops = {}: no nested VMX/SVM for the guest
+    nested_entry = None
 
     def __init__(self, era: Era, tdp_enabled: bool) -> None:
         if tdp_enabled:

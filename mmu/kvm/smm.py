@@ -91,6 +91,12 @@ class Smm:
         self._saved_smm = None
         self.smm = False
         self._event("kvm_smm_changed", "smm=0")
+        if from_l2 and l2_tdp is not None:
+            # 6.4 emulator_leave_smm: kvm_smm_changed(false) resets root_mmu while the vCPU
+            # is still L1 with the SMM state, before the hook re-enters L2.  With nested TDP
+            # the reset below touches only nested_mmu, so root_mmu must be rebuilt here or
+            # it would keep a role with smm=1 while L2 runs (issue 14, V2's class).
+            self.kvm_init_mmu()
         if from_l2:
             leave, enter = self.x86_ops.smm.leave, self.x86_ops.smm.nested_reentry
             self._saved_l1 = saved_l1
@@ -117,10 +123,15 @@ class Smm:
         save area :meth:`enter_smm` wrote.
 
         The kernel calls it only from ``enter_smm`` (after the vendor hook left L2) and
-        ``emulator_leave_smm``; calling ``kvm_smm_changed(True)`` in L2 here is a
-        what-if with smm=1 and guest_mode=1, a pair the kernel never produces."""
+        ``emulator_leave_smm``, so ``kvm_smm_changed(True)`` in L2 is refused
+        (ValueError, nothing changed): it would make smm=1 with guest_mode=1, a pair the
+        kernel never produces (use :meth:`enter_smm`, which leaves L2 first)."""
         if not isinstance(smm, bool):
             raise TypeError(f"smm must be a bool, not {type(smm).__name__}")
+        if smm and self.guest_mode:
+            raise ValueError("kvm_smm_changed(True) in L2: smm=1 with guest_mode=1 never "
+                             "happens (enter_smm leaves L2 first); allowed only in L1 -- "
+                             "use enter_smm() for an SMI in L2")
         mark = self._begin()
         self._exit("SMI" if smm else "RSM")
         self.smm = smm

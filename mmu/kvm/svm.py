@@ -15,8 +15,8 @@ CR4 writes are always intercepted (``INTERCEPT_CR4_WRITE``); CR3 writes only wit
 """
 from __future__ import annotations
 
-from mmu.kvm.vendor import NestedTdpNames, SmmNames, VendorOps
-from mmu.x86.regs import CR0
+from mmu.kvm.vendor import NestedEntryNames, NestedTdpNames, SmmNames, VendorOps
+from mmu.x86.regs import CR0, EFER
 
 __all__ = ["SvmOps"]
 
@@ -35,6 +35,13 @@ class SvmOps(VendorOps):
     # nested NPT: vmcb12's nCR3 is what guest_mmu shadows.
     nested = NestedTdpNames("npt", "ncr3", "nested_svm_init_mmu_context",
                             "kvm_init_shadow_npt_mmu", "nested_svm_uninit_mmu_context")
+    # svm/nested.c: #UD without EFER.SVME, which the SMM state clears (smm.c enter_smm, 6.4).
+    nested_entry = NestedEntryNames("VMRUN", "nested_svm_check_permissions")
+
+    def l2_cr3_checked(self, l2_cr0: int, l2_efer: int) -> bool:
+        """``__nested_vmcb_check_save`` (6.4 svm/nested.c) checks CR3 against MAXPHYADDR only
+        for a long-mode L2 (EFER.LME and CR0.PG)."""
+        return bool(l2_efer & EFER.LME and l2_cr0 & CR0.PG)
 
     def cr0_write_exits(self, old: int, new: int) -> tuple[bool, str]:
         """The full intercept while the hardware CR0 differs from ``old``, else the

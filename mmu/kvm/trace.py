@@ -18,7 +18,10 @@ from typing import Any
 
 from mmu.x86.walker import Fault
 
-__all__ = ["Event", "WriteResult", "Preview", "Trace", "gp", "bit_names"]
+__all__ = ["Event", "WriteResult", "Preview", "Trace", "gp", "ud", "bit_names"]
+
+#: Fault vector -> (mnemonic, counter): the guest-visible faults the model injects.
+_INJECTED = {13: ("#GP", "gp_faults"), 6: ("#UD", "ud_faults")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,11 @@ class Preview:
 def gp(reason: str) -> Fault:
     """A modelled #GP (vector 13, error code 0) with the reason it was raised."""
     return Fault(vector=13, error_code=0, level=None, reason=reason, addr=0)
+
+
+def ud(reason: str) -> Fault:
+    """A modelled #UD (vector 6, no error code) with the reason it was raised."""
+    return Fault(vector=6, error_code=0, level=None, reason=reason, addr=0)
 
 
 def bit_names(flags: type, value: int) -> str:
@@ -100,7 +108,9 @@ class Trace:
         self._event("vm-exit", why)
 
     def _gp_fault(self, func: str, fault: Fault) -> Fault:
-        """``func`` refused the write with #GP (``kvm_inject_gp``); the register keeps its value."""
-        self.stats["gp_faults"] += 1
-        self._event(f"{func}: #GP", fault.reason + "; register unchanged")
+        """``func`` refused the operation with #GP (``kvm_inject_gp``) or #UD
+        (``kvm_queue_exception(vcpu, UD_VECTOR)``); the registers keep their values."""
+        name, counter = _INJECTED[fault.vector]
+        self.stats[counter] += 1
+        self._event(f"{func}: {name}", fault.reason + "; register unchanged")
         return fault

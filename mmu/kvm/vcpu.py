@@ -41,7 +41,7 @@ results (:class:`WriteResult`), never exceptions; bad *arguments* raise.
 
 Simplifications, said once: one guest-physical address space per VM; no CS descriptor
 (``cs_l`` stands for "executing 64-bit code"); ``load_pdptrs`` always succeeds; no CPUID
-(every CR4 feature exists); SMM entry/exit does one ``kvm_mmu_reset_context`` each
+(every CR4 feature exists but SMXE/PKS); SMM entry/exit does one ``kvm_mmu_reset_context`` each
 (:mod:`mmu.kvm.smm`); L1's intercepts are not modelled (:mod:`mmu.kvm.nested`).
 """
 from __future__ import annotations
@@ -119,6 +119,28 @@ class Vm:
         return self.ram_size is None or gfn < self.ram_size >> PAGE_SHIFT
 
 
+def _check_agrees_with_vm(vm: Vm, mem, kernel, mmu, vendor, tdp_level, ram_size,
+                          features: dict) -> None:
+    """``VCpu(vm=...)``: every set-up argument given must be the VM's own (issue 14, V4);
+    raises before anything is built."""
+    given = {"mmu": (mmu, vm.kind), "vendor": (vendor, vm.vendor),
+             "tdp_level": (tdp_level, vm.tdp_level), "ram_size": (ram_size, vm.ram_size)}
+    for name, (value, own) in given.items():
+        if value is not None and value != own:
+            raise ValueError(f"{name}={value!r} conflicts with vm (its {name} is {own!r}): "
+                             f"with vm= leave {name} unset or give the VM's value")
+    if mem is not None and mem is not vm.mem:
+        raise ValueError("mem conflicts with vm (a vCPU uses its VM's memory, vm.mem): with "
+                         "vm= leave mem unset or pass vm.mem")
+    if kernel is not None or features:
+        want = make_era(vm.era if kernel is None else kernel, **features)
+        if want.flags() != vm.era.flags():
+            raise ValueError(f"kernel={want.name!r} conflicts with vm (its era is "
+                             f"{vm.era.name!r}; differing flags "
+                             f"{[f for f, _, _ in want.diff(vm.era)]}): with vm= leave kernel "
+                             "and the era flags unset or give the VM's")
+
+
 class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
     """One vCPU, reset into real mode (CR0 = :data:`RESET_CR0` = ET|CD|NW: caches and
     paging off), with an invalid root.
@@ -126,9 +148,11 @@ class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
     ``kernel`` is an era name ("5.15", "5.18", "5.19", "6.1", "6.4", "6.12", "6.18") or an
     Era; ``**features`` override era flags (``VCpu(kernel="6.1", cr0_wp_tdp_no_unload=True)``).
     ``ram_size`` bounds the VM's memslot (:class:`Vm`).  ``vm`` attaches the vCPU to an
-    existing :class:`Vm` (another vCPU's ``.vm``) so roots are shared; then
-    ``mem``/``kernel``/``mmu``/``vendor``/``tdp_level``/``ram_size``/features must be left at
-    their defaults.
+    existing :class:`Vm` (another vCPU's ``.vm``) so roots are shared; the set-up is then the
+    VM's: ``mem``/``kernel``/``mmu``/``vendor``/``tdp_level``/``ram_size``/features left unset
+    (None) take the VM's, and a value given that differs from the VM's raises ValueError
+    naming it (a vCPU cannot differ from its VM).  Without ``vm``, unset arguments take the
+    defaults "6.4", "tdp", "intel", 4 and no memslot bound.
 
     The behaviour comes from the parts (see the module docstring): register writes
     (:class:`~mmu.kvm.cr.CrWrites`), the MMU context (:class:`~mmu.kvm.mmu_context.MmuContext`),
@@ -136,14 +160,19 @@ class VCpu(CrWrites, MmuContext, Smm, Nested, Trace):
     (:class:`~mmu.kvm.trace.Trace`); the vendor's policy is ``vm.x86_ops``.
     """
 
-    def __init__(self, mem: GuestMemory | None = None, kernel: "str | Era" = "6.4",
-                 mmu: str = "tdp", vendor: str = "intel", tdp_level: int = 4, *,
-                 vm: Vm | None = None, maxphyaddr: int = 52, max_events: int = 100_000,
-                 ram_size: int | None = None, **features: bool) -> None:
+    def __init__(self, mem: GuestMemory | None = None, kernel: "str | Era | None" = None,
+                 mmu: str | None = None, vendor: str | None = None,
+                 tdp_level: int | None = None, *, vm: Vm | None = None, maxphyaddr: int = 52,
+                 max_events: int = 100_000, ram_size: int | None = None,
+                 **features: bool) -> None:
         if vm is None:
-            vm = Vm(mem, kernel, mmu, vendor, tdp_level, ram_size=ram_size, **features)
+            vm = Vm(mem, "6.4" if kernel is None else kernel, "tdp" if mmu is None else mmu,
+                    "intel" if vendor is None else vendor, 4 if tdp_level is None else tdp_level,
+                    ram_size=ram_size, **features)
         elif not isinstance(vm, Vm):
             raise TypeError(f"vm must be a Vm, not {type(vm).__name__}")
+        else:
+            _check_agrees_with_vm(vm, mem, kernel, mmu, vendor, tdp_level, ram_size, features)
         self.vm = vm
         self.maxphyaddr = check_int("maxphyaddr", maxphyaddr, 36, 53)
         self.max_events = check_int("max_events", max_events, 0, 1 << 40)

@@ -35,8 +35,8 @@ from typing import ClassVar, NamedTuple
 
 from mmu.kvm.eras import Era
 
-__all__ = ["VendorOps", "SmmNames", "NestedTdpNames", "VENDOR_CLASSES", "VENDORS", "ALL_VENDORS",
-           "x86_ops"]
+__all__ = ["VendorOps", "SmmNames", "NestedTdpNames", "NestedEntryNames", "VENDOR_CLASSES",
+           "VENDORS", "ALL_VENDORS", "x86_ops"]
 
 
 class SmmNames(NamedTuple):
@@ -58,6 +58,14 @@ class NestedTdpNames(NamedTuple):
     uninit_context: str     # nested_{ept,svm}_uninit_mmu_context
 
 
+class NestedEntryNames(NamedTuple):
+    """The vendor's nested entry: the L1 instruction and the check that answers it with #UD
+    when L1 cannot enter a guest (outside VMX operation / with EFER.SVME=0, as in SMM)."""
+
+    instruction: str        # "VMLAUNCH" / "VMRUN"
+    check_permission: str   # nested_vmx_check_permission / nested_svm_check_permissions
+
+
 class VendorOps(abc.ABC):
     """One vendor's answers to the common code (``struct kvm_x86_ops``), for one VM.
 
@@ -77,6 +85,8 @@ class VendorOps(abc.ABC):
     smm: ClassVar[SmmNames | None]
     #: Nested TDP's names (see :class:`NestedTdpNames`); None: no nested virtualisation.
     nested: ClassVar[NestedTdpNames | None]
+    #: The nested entry's names (see :class:`NestedEntryNames`); None with ``nested``.
+    nested_entry: ClassVar[NestedEntryNames | None]
 
     def __init__(self, era: Era, tdp_enabled: bool) -> None:
         self.era = era
@@ -96,6 +106,12 @@ class VendorOps(abc.ABC):
         with EPT without CR3-load exiting, SVM with NPT does not intercept CR3 writes);
         shadow paging must see every CR3 load."""
         return not self.tdp_enabled
+
+    def l2_cr3_checked(self, l2_cr0: int, l2_efer: int) -> bool:
+        """Does a nested entry refuse an L2 CR3 with bits at or above MAXPHYADDR?  VMX on
+        every entry (6.4 vmx/nested.c ``nested_vmx_load_cr3``: ``kvm_vcpu_is_illegal_gpa``;
+        SDM Vol. 3C 27.3.1.1, checks on guest control registers); SVM overrides it."""
+        return True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(era={self.era.name}, tdp_enabled={self.tdp_enabled})"

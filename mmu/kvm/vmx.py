@@ -26,7 +26,7 @@ docs/fact-check.md row 4).
 """
 from __future__ import annotations
 
-from mmu.kvm.vendor import NestedTdpNames, SmmNames, VendorOps
+from mmu.kvm.vendor import NestedEntryNames, NestedTdpNames, SmmNames, VendorOps
 from mmu.x86.regs import CR0, CR4
 
 __all__ = ["VmxOps", "KVM_POSSIBLE_CR4_GUEST_BITS"]
@@ -48,6 +48,8 @@ class VmxOps(VendorOps):
     # nested EPT: L1's EPTP (vmcs12->ept_pointer) is what guest_mmu shadows.
     nested = NestedTdpNames("ept", "eptp", "nested_ept_init_mmu_context",
                             "kvm_init_shadow_ept_mmu", "nested_ept_uninit_mmu_context")
+    # nested.c: #UD unless nested.vmxon, which vmx_enter_smm clears for SMM (6.4).
+    nested_entry = NestedEntryNames("VMLAUNCH", "nested_vmx_check_permission")
 
     def guest_owned_cr0_bits(self) -> int:
         """``vmx_l1_guest_owned_cr0_bits``: TS, plus WP with EPT in eras with fb509f76acc8."""
