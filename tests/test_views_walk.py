@@ -313,7 +313,10 @@ def test_walk_explorer_headless():
     assert 'class="mmu-view walk-view"' in w.html.value and "<svg" in w.html.value
     assert "PDPTE index" in w.text
     w.set(gva="zz")
-    assert w.result is None and "not a number" in w.text
+    assert w.result is None and "'zz' is not a hex number" in w.text
+    assert "with or without 0x" in w.text and 'class="walk-error"' in w.html.value
+    w.set(mode="4-level", gva="c01234", access="read")      # bare hex, as the book writes it
+    assert w.result.ok and w.result.gpa == 0x30_1234         # chapter 1: 0xc01234 -> 0x301234
     with pytest.raises(ValueError, match="unknown control"):
         w.set(colour="red")
 
@@ -471,7 +474,26 @@ def test_chapter3_4_widgets_headless():
     t.set(mode="5-level", tdp_level=5)
     assert t.result.refs == 35
     t.set(gva="nope")
-    assert t.result is None and "not a number" in t.text
+    assert t.result is None and "'nope' is not a hex number" in t.text
+
+
+@pytest.mark.parametrize("text, gva", [
+    ("c01234", 0xC01234), ("0xC0_1234", 0xC01234), ("  0X600010 ", 0x600010),
+    ("10", 0x10),                                   # hex, never decimal: 0x10 = 16
+    ("ffffffffffffffff", (1 << 64) - 1), ("0", 0)])
+def test_parse_gva_reads_hex_with_or_without_0x(text, gva):
+    from mmu.book.widgets_walk import parse_gva
+    assert parse_gva(text) == (gva, "")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("zz", "is not a hex number"), ("", "is not a hex number"), ("0x", "is not a hex number"),
+    ("-1", "is not a hex number"), ("1" + "0" * 16, "wider than 64 bits")])
+def test_parse_gva_refuses_garbage_naming_it(text, words):
+    from mmu.book.widgets_walk import parse_gva
+    gva, error = parse_gva(text)
+    assert gva is None and words in error and repr(text) in error
+    assert "0xffffffffffffffff" in error
 
 
 # ---------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import ipywidgets as W
 
 from mmu.book.views.common import View
-from mmu.book.widgets_walk import ViewWidget, _check, _drop
+from mmu.book.widgets_walk import ViewWidget, _check, _drop, _slider, _toggles
 
 __all__ = ["SeriesWalkthrough", "NestedExplorer", "RootCacheTimeline", "Cr0WpStory"]
 
@@ -33,9 +32,8 @@ class SeriesWalkthrough(ViewWidget):
                    for p in PATCHES + FOLLOW_UPS]
         controls = {
             "patch": _drop("patch", options, sv.find_patch(patch).hash),
-            "side": W.ToggleButtons(options=[("before (5.18 model)", "before"),
-                                             ("after (5.19 model)", "after")], value=side,
-                                    description="show"),
+            "side": _toggles("show", [("before (5.18 model)", "before"),
+                                      ("after (5.19 model)", "after")], side),
             "mode": _drop("guest paging", sv.MODES, st.mode),
             "wp": _check("CR0.WP", st.wp),
             "nx": _check("EFER.NX", st.nx),
@@ -101,14 +99,13 @@ class RootCacheTimeline(ViewWidget):
         from mmu.kvm.vcpu import MMU_KINDS
         self._rv = rv
         controls = {
-            "n_procs": W.IntSlider(value=n_procs, min=1, max=8, description="processes"),
+            "n_procs": _slider("processes", n_procs, 1, 8),
             "kernel": _drop("kernel", [(f"Linux {k}", k) for k in ERA_NAMES], kernel),
             "mmu": _drop("MMU", MMU_KINDS, mmu),
             "guest": _drop("guest paging", rv.GUESTS, guest),
-            "switches": W.IntSlider(value=switches, min=1, max=24, description="CR3 loads"),
+            "switches": _slider("CR3 loads", switches, 1, 24),
             "vendor": _drop("vendor", [("Intel (EPT)", "intel"), ("AMD (NPT)", "amd")], vendor),
-            "wp_every": W.IntSlider(value=wp_every, min=0, max=8,
-                                    description="WP pair every"),
+            "wp_every": _slider("WP pair every", wp_every, 0, 8),
         }
         super().__init__(controls, self._run)
 
