@@ -247,6 +247,11 @@ LABS: dict[str, dict] = {
 }
 
 
+def _sentence(title: str) -> str:
+    """A title as a sentence: a full stop unless it already ends with one (or "?")."""
+    return title if title.endswith((".", "?", "!")) else title + "."
+
+
 def _exercise_cells(kind: str, n: int, heading: str, text: str, difficulty: int, seed,
                     used: set[int]) -> list:
     if callable(seed):
@@ -255,7 +260,7 @@ def _exercise_cells(kind: str, n: int, heading: str, text: str, difficulty: int,
     problem: Problem = registry()[kind](seed, difficulty)
     cells = [new_markdown_cell(f"## Exercise {n}: {heading}\n\n"
                                + (text + "\n\n" if text else "")
-                               + f"Difficulty {difficulty} of 3.  {problem.title}."),
+                               + f"Difficulty {difficulty} of 3.  {_sentence(problem.title)}"),
              new_code_cell(f"problem = make_problem(seed={seed}, difficulty={difficulty})\n"
                            f"print(problem)")]
     solution = problem.solution_code("answer")
