@@ -52,10 +52,11 @@ def test_driving_a_displayed_widget_is_drift_and_a_fresh_one_is_not():
     assert drift[0].startswith("controls changed") and "'0x600010' -> '0x800000000000'" in drift[0]
     assert "text changed" in drift and "view changed" in drift
     assert any("WalkExplorer" in line and "text changed" in line for line in drift_report())
-    shown.set(gva="0x600010", cpl=3)                  # back where the text says: no drift
-    assert shown.drift() == []
+    shown.set(gva="0x600010", cpl=3)                  # set back: still reported
+    assert shown.drift() == ["redrawn 2 times after it was shown, then set back: "
+                             "a check drove the widget on display"]
     displayed(shown)
-    assert shown.drift() == ["displayed 2 times"]
+    assert shown.drift()[-1] == "displayed 2 times"
     shown.close()
 
 
@@ -100,4 +101,5 @@ def test_chapter_widgets_show_their_introduced_state_after_run_all(path):
     probe = run_with_probe(path)
     # Includes "N widget models alive that no displayed widget owns" (unclosed checks).
     assert probe["drift"] == [], "\n".join(probe["drift"])
-    assert probe["widgets"], "every chapter shows at least one widget"
+    if path.stem != "00_start_here":                  # the only chapter without a widget
+        assert probe["widgets"], "every chapter shows at least one widget"

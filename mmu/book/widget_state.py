@@ -109,6 +109,7 @@ class Introduced:
 
     _introduced: dict | None = None
     _displays = 0
+    _redraws = 0              # view changes since it was introduced
     closed = False
 
     def _root(self) -> W.Widget:          # pragma: no cover - every subclass defines it
@@ -134,6 +135,9 @@ class Introduced:
             diff = [f"{a[1] or a[0]}: {a[2]!r} -> {b[2]!r}"
                     for a, b in zip(then["controls"], now["controls"]) if a != b]
             out[0] += " (" + "; ".join(diff) + ")"
+        if self._redraws and not out:
+            out.append(f"redrawn {self._redraws} times after it was shown, then set back: "
+                       f"a check drove the widget on display")
         if self._displays > 1:
             out.append(f"displayed {self._displays} times")
         return out
@@ -145,7 +149,11 @@ class Introduced:
         if self._introduced is None:
             self._introduced = self.snapshot()
             _SHOWN.append(weakref.ref(self))
+            self.html.observe(self._redrawn, names="value")
         return self._root()._repr_mimebundle_(**kw)
+
+    def _redrawn(self, _change: Any) -> None:
+        self._redraws += 1
 
     def close(self) -> None:
         """Close every widget model of this widget; it cannot be shown afterwards."""
