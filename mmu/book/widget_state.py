@@ -111,6 +111,9 @@ class Introduced:
     _displays = 0
     _redraws = 0              # view changes since it was introduced
     closed = False
+    #: True: the text/plain of the display is the text form (for widgets whose cell does
+    #: not print it), instead of ipywidgets' "VBox(children=...)".
+    plain_text_repr = False
 
     def _root(self) -> W.Widget:          # pragma: no cover - every subclass defines it
         raise NotImplementedError
@@ -150,7 +153,10 @@ class Introduced:
             self._introduced = self.snapshot()
             _SHOWN.append(weakref.ref(self))
             self.html.observe(self._redrawn, names="value")
-        return self._root()._repr_mimebundle_(**kw)
+        bundle = self._root()._repr_mimebundle_(**kw)
+        if self.plain_text_repr:
+            bundle["text/plain"] = self.text
+        return bundle
 
     def _redrawn(self, _change: Any) -> None:
         self._redraws += 1

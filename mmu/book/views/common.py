@@ -123,6 +123,10 @@ class View:
     def _repr_html_(self) -> str:
         return self.html
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """The text/plain beside the HTML of a bare ``view`` is its text form."""
+        printer.text(self.text)
+
 
 def wrap_html(body: str, css_class: str) -> str:
     """Wrap a view's HTML body in a ``div.mmu-view.<css_class>`` with the shared CSS."""
