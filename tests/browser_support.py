@@ -8,11 +8,14 @@ only when no ``chromium`` is on PATH (``needs_chromium``).
 * ``browser_page(tmp_path)`` -- a context manager giving a fresh page in a fresh profile
   and the list into which console errors and page errors are collected;
 * ``run_all`` / ``run_all_until`` -- JupyterLab's Run → Run All, with one retry when the
-  kernel was still starting.
+  kernel was still starting;
+* ``serve_lab(tmp, root)`` -- JupyterLab over ``root`` (a temporary copy: Lab autosaves
+  into what it opens), quiet and token-protected, optionally with more settings overrides.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -79,3 +82,20 @@ def run_all_until(page, locator, server, attempts: int = 2) -> None:
                           ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
     pytest.fail(f"{locator} never appeared after {attempts} Run All; error outputs: "
                 f"{errors!r}\n--- server log ---\n{server.log_text()}")
+
+
+@contextlib.contextmanager
+def serve_lab(tmp: Path, root: Path, overrides: dict | None = None):
+    """JupyterLab over ``root``; yields (base url, token, server).  ``overrides`` are
+    added to the settings overrides.json (e.g. the notebook's windowing mode)."""
+    from conftest import BIN, free_port, jupyter_env, lab_args, lab_settings_dir, new_token, serve
+    port, token = free_port(), new_token()
+    base = f"http://127.0.0.1:{port}"
+    args = lab_args(tmp, port, token)
+    if overrides:
+        path = lab_settings_dir(tmp) / "overrides.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **overrides}))
+    cmd = [str(BIN / "jupyter"), "lab", str(root), *args]
+    with serve(cmd, env=jupyter_env(tmp), base=base, ready_path=f"/api/status?token={token}",
+               log=tmp / "lab.log", cwd=tmp) as server:
+        yield base, token, server

@@ -14,7 +14,7 @@ import ipywidgets as W
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
                                explore, render)
 from mmu.book.widget_state import Introduced
-from mmu.book.widgets_walk import _drop, text_em
+from mmu.book.widgets_walk import _check, _drop, text_em
 
 __all__ = ["RoleExplorer"]
 
@@ -53,10 +53,8 @@ class RoleExplorer(Introduced):
         state = state.replace(**changes)
         self.state = state                       # effective: where the vCPU is
         self._updating = False
-        self.checkboxes = {
-            name: W.Checkbox(value=getattr(state, name), description=FLAG_LABELS[name],
-                             indent=False, layout=W.Layout(width="auto"))
-            for name in FLAG_LABELS}
+        self.checkboxes = {name: _check(FLAG_LABELS[name], getattr(state, name))
+                           for name in FLAG_LABELS}
         self.dropdowns = {
             "kernel": _drop("kernel", [(f"Linux {k}", k) for k in KERNELS], state.kernel),
             "vendor": _drop("vendor", [("Intel (VMX, EPT)", "intel"), ("AMD (SVM, NPT)", "amd")],

@@ -46,8 +46,8 @@ class SeriesWalkthrough(ViewWidget):
         from mmu.book.views import series_view as sv
         self._sv = sv
         st = sv.SeriesState(**state)
-        options = [(f"{p.order:2d} {p.hash} {p.subject[:60]}", p.hash)
-                   for p in PATCHES + FOLLOW_UPS]
+        options = [(f"{p.order:2d} {p.hash} {p.subject.removeprefix(sv.SUBJECT_PREFIX)}",
+                    p.hash) for p in PATCHES + FOLLOW_UPS]
         controls = {
             "patch": _drop("patch", options, sv.find_patch(patch).hash),
             "side": _toggles("show", [("before (5.18 model)", "before"),

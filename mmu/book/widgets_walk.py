@@ -126,7 +126,7 @@ def _toggles(label: str, options, value) -> W.ToggleButtons:
     button = max(text_em(t) for t in _labels(options)) + _BUTTON_EXTRA_EM
     return W.ToggleButtons(options=options, value=value, description=label,
                            style={"description_width": _em(text_em(label) + 0.5),
-                                  "button_width": _em(button)})
+                                  "button_width": _em(button)}, layout=W.Layout(width="auto"))
 
 
 def _slider(label: str, value: int, lo: int, hi: int) -> W.IntSlider:

@@ -288,6 +288,8 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     title = f"Page walk of GVA {gva:#x} ({mode} paging)"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="walk-svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           # Scales down to the output's width instead of being cut at its right edge.
+           f'style="max-width:100%;height:auto" '
            f'aria-label="{esc(title)}" font-family="monospace" font-size="11">',
            f"<title>{esc(title)}</title>",
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14" '
