@@ -9,8 +9,8 @@ only when no ``chromium`` is on PATH (``needs_chromium``).
   and the list into which console errors and page errors are collected;
 * ``run_all`` / ``run_all_until`` -- JupyterLab's Run → Run All, with one retry when the
   kernel was still starting;
-* ``serve_lab(tmp, root)`` -- JupyterLab over ``root`` (a temporary copy: Lab autosaves
-  into what it opens), quiet and token-protected, optionally with more settings overrides.
+* ``serve_lab(tmp)`` -- JupyterLab over a temporary copy of notebooks/ (Lab autosaves
+  into what it opens), quiet and token-protected, optionally with settings overrides.
 """
 from __future__ import annotations
 
@@ -85,10 +85,16 @@ def run_all_until(page, locator, server, attempts: int = 2) -> None:
 
 
 @contextlib.contextmanager
-def serve_lab(tmp: Path, root: Path, overrides: dict | None = None):
-    """JupyterLab over ``root``; yields (base url, token, server).  ``overrides`` are
-    added to the settings overrides.json (e.g. the notebook's windowing mode)."""
-    from conftest import BIN, free_port, jupyter_env, lab_args, lab_settings_dir, new_token, serve
+def serve_lab(tmp: Path, overrides: dict | None = None, prepare=None):
+    """JupyterLab over a temporary copy of notebooks/ (Lab autosaves into what it opens);
+    yields (base url, token, server).  ``prepare(root)`` may change the copy first;
+    ``overrides`` are added to the settings overrides.json (e.g. the windowing mode)."""
+    from conftest import (BIN, REPO, free_port, jupyter_env, lab_args, lab_settings_dir,
+                          new_token, serve)
+    root = tmp / "notebooks"
+    shutil.copytree(REPO / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    if prepare is not None:
+        prepare(root)
     port, token = free_port(), new_token()
     base = f"http://127.0.0.1:{port}"
     args = lab_args(tmp, port, token)

@@ -16,7 +16,6 @@ Skips, saying why, only when no ``chromium`` is on PATH.
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -33,11 +32,7 @@ pytestmark = needs_chromium
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab over a temporary copy of notebooks/; yields (base url, token, server)."""
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "notebooks"
-    shutil.copytree(REPO / "notebooks", root,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    with serve_lab(tmp, root) as running:
+    with serve_lab(tmp_path_factory.mktemp("lab")) as running:
         yield running
 
 

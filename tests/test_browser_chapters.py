@@ -23,7 +23,6 @@ Run All goes to artifacts/browser/chapters/.  Skips only when no ``chromium`` is
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 
 import nbformat
@@ -100,16 +99,13 @@ INSPECT = """(sel) => {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """One JupyterLab for every chapter, over copies that end with the probe cell."""
-    tmp = tmp_path_factory.mktemp("lab-chapters")
-    root = tmp / "notebooks"
-    shutil.copytree(REPO / "notebooks", root,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    for path in root.glob("[0-9][0-9]_*.ipynb"):
-        nb = nbformat.read(path, as_version=4)
-        nb.cells.append(new_code_cell(PROBE))
-        nbformat.write(nb, path)
+    def add_probe(root):
+        for path in root.glob("[0-9][0-9]_*.ipynb"):
+            nb = nbformat.read(path, as_version=4)
+            nb.cells.append(new_code_cell(PROBE))
+            nbformat.write(nb, path)
     windowing = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
-    with serve_lab(tmp, root, windowing) as running:
+    with serve_lab(tmp_path_factory.mktemp("lab-chapters"), windowing, add_probe) as running:
         yield running
 
 
