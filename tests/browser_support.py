@@ -65,22 +65,33 @@ def run_all(page) -> None:
     page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
 
 
-def run_all_until(page, locator, server, attempts: int = 2) -> None:
-    """Run All, and wait for ``locator``.  On a loaded machine the kernel can still be
-    starting when the toolbar first reads idle, and a Run All sent then may be lost:
-    send it once more before failing, and fail with the notebook's error outputs and
-    the server log, never a bare timeout."""
+#: True once some cell's prompt reads [*] (queued/running) or [n] (ran).
+_CELLS_STARTED = ("() => [...document.querySelectorAll('.jp-InputPrompt')]"
+                  ".some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))")
+
+
+def run_all_until(page, locator, server, attempts: int = 2,
+                  timeout_ms: int = 3 * UI_TIMEOUT_MS) -> None:
+    """Run All, and wait (up to ``timeout_ms``) for ``locator``.  On a loaded machine the
+    kernel can still be starting when the toolbar first reads idle, and a Run All sent
+    then is lost: send it again only if no cell has started -- a second Run All while the
+    first still runs would execute the notebook twice.  Fails with the notebook's error
+    outputs and the server log, never a bare timeout."""
     for attempt in range(attempts):
         run_all(page)
         try:
-            locator.wait_for(timeout=UI_TIMEOUT_MS // attempts)
-            return
-        except Exception:  # playwright's TimeoutError
-            if attempt + 1 < attempts:
-                page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            page.wait_for_function(_CELLS_STARTED, timeout=UI_TIMEOUT_MS // 2)
+            break
+        except Exception:  # playwright's TimeoutError: the Run All was lost
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+    try:
+        locator.wait_for(timeout=timeout_ms)
+        return
+    except Exception:  # playwright's TimeoutError
+        pass
     errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr'], "
                           ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
-    pytest.fail(f"{locator} never appeared after {attempts} Run All; error outputs: "
+    pytest.fail(f"{locator} never appeared after Run All; error outputs: "
                 f"{errors!r}\n--- server log ---\n{server.log_text()}")
 
 

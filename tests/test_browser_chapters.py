@@ -17,7 +17,7 @@ For each chapter the test runs Run All in headless Chromium and asserts:
 * **no console error** and no uncaught page error.
 
 The notebook's windowing is turned off (``windowingMode: none``) so cells far below the
-fold are laid out and can be measured.  A screenshot of each chapter's first widget after
+fold are laid out and can be measured, and Lab starts the notebook's kernel without asking.  A screenshot of each chapter's first widget after
 Run All goes to artifacts/browser/chapters/.  Skips only when no ``chromium`` is on PATH.
 """
 from __future__ import annotations
@@ -104,8 +104,11 @@ def lab(tmp_path_factory):
             nb = nbformat.read(path, as_version=4)
             nb.cells.append(new_code_cell(PROBE))
             nbformat.write(nb, path)
-    windowing = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
-    with serve_lab(tmp_path_factory.mktemp("lab-chapters"), windowing, add_probe) as running:
+    # Lay out every cell (measurable far below the fold); start the notebook's kernel
+    # without asking (under load Lab may otherwise ask "Select Kernel").
+    tracker = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none",
+                                                           "autoStartDefaultKernel": True}}
+    with serve_lab(tmp_path_factory.mktemp("lab-chapters"), tracker, add_probe) as running:
         yield running
 
 
@@ -138,10 +141,16 @@ def test_chapter_after_run_all_shows_what_its_text_says(lab, tmp_path, path):
         probe = json.loads(probe_out.inner_text().split(MARK, 1)[1])
         widgets = probe["widgets"]
         # Widget views render asynchronously: wait until every one has its view.
-        page.wait_for_function(
-            "([sel, n]) => document.querySelectorAll(sel).length === n && "
-            "[...document.querySelectorAll(sel)].every(o => o.querySelector('.widget-html-content'))",
-            arg=[WIDGET_OUTPUT, len(widgets)])
+        rendered = ("([sel, n]) => document.querySelectorAll(sel).length === n && "
+                    "[...document.querySelectorAll(sel)].every("
+                    "o => o.querySelector('.widget-html-content'))")
+        try:
+            page.wait_for_function(rendered, arg=[WIDGET_OUTPUT, len(widgets)])
+        except Exception:        # playwright's TimeoutError: say what the page has
+            pytest.fail(f"{len(widgets)} widgets displayed, the page rendered "
+                        f"{page.locator(WIDGET_OUTPUT).count()} widget outputs, "
+                        f"{page.locator('.widget-html-content').count()} views; errors "
+                        f"{errors!r}")
         page.wait_for_timeout(300)                       # let fonts and layout settle
         seen = page.evaluate(INSPECT, WIDGET_OUTPUT)
         if widgets:

@@ -118,7 +118,8 @@ def _drop(label: str, options, value) -> W.Dropdown:
     desc = text_em(label) + 0.5
     width = desc + max(text_em(t) for t in _labels(options)) + _DROP_EXTRA_EM
     return W.Dropdown(options=options, value=value, description=label,
-                      style={"description_width": _em(desc)}, layout=W.Layout(width=_em(width)))
+                      style={"description_width": _em(desc)},
+                      layout=W.Layout(width=_em(width), margin="2px 12px 2px 0"))
 
 
 def _toggles(label: str, options, value) -> W.ToggleButtons:
