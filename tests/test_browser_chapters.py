@@ -17,7 +17,9 @@ For each chapter the test runs Run All in headless Chromium and asserts:
 * **no console error** and no uncaught page error.
 
 The notebook's windowing is turned off (``windowingMode: none``) so cells far below the
-fold are laid out and can be measured, and Lab starts the notebook's kernel without asking.  A screenshot of each chapter's first widget after
+fold are laid out and can be measured.  Each chapter's kernel is started through the REST
+API before the page opens (Lab joins that session): under load, Lab left to start it
+itself sometimes asked "Select Kernel", and its ``autoStartDefaultKernel`` started two.  A screenshot of each chapter's first widget after
 Run All goes to artifacts/browser/chapters/.  Skips only when no ``chromium`` is on PATH.
 """
 from __future__ import annotations
@@ -104,12 +106,21 @@ def lab(tmp_path_factory):
             nb = nbformat.read(path, as_version=4)
             nb.cells.append(new_code_cell(PROBE))
             nbformat.write(nb, path)
-    # Lay out every cell (measurable far below the fold); start the notebook's kernel
-    # without asking (under load Lab may otherwise ask "Select Kernel").
-    tracker = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none",
-                                                           "autoStartDefaultKernel": True}}
+    # Lay out every cell, so controls far below the fold can be measured.
+    tracker = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
     with serve_lab(tmp_path_factory.mktemp("lab-chapters"), tracker, add_probe) as running:
         yield running
+
+
+def start_session(base: str, token: str, name: str) -> None:
+    """A running python3 kernel for notebook ``name``, as if the reader had opened it."""
+    body = json.dumps({"path": name, "name": name, "type": "notebook",
+                       "kernel": {"name": "python3"}}).encode()
+    req = urllib.request.Request(f"{base}/api/sessions", data=body, method="POST",
+                                 headers={"Authorization": f"token {token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.status == 201, r.status
 
 
 def shut_kernels(base: str, token: str) -> None:
@@ -126,6 +137,7 @@ def shut_kernels(base: str, token: str) -> None:
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_after_run_all_shows_what_its_text_says(lab, tmp_path, path):
     base, token, server = lab
+    start_session(base, token, path.name)
     with browser_page(tmp_path) as (page, errors):
         page.goto(f"{base}/lab/tree/{path.name}?token={token}&reset")
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
