@@ -134,45 +134,62 @@ def shut_kernels(base: str, token: str) -> None:
                                                       headers=auth, method="DELETE"))
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_after_run_all_shows_what_its_text_says(lab, tmp_path, path):
+def run_chapter(lab, tmp_path, path):
+    """Open the chapter with a running kernel, Run All; (probe, page widgets, errors)."""
     base, token, server = lab
     start_session(base, token, path.name)
-    with browser_page(tmp_path) as (page, errors):
-        page.goto(f"{base}/lab/tree/{path.name}?token={token}&reset")
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
-        probe_out = page.locator(".jp-OutputArea-output", has_text=MARK).first
-        try:
-            run_all_until(page, probe_out, server)
-        except BaseException:
-            dialogs = page.locator(".jp-Dialog").all_inner_texts()
-            page.screenshot(path=str(tmp_path / "failed.png"))
-            if dialogs:
-                pytest.fail(f"a dialog blocked Run All: {dialogs!r}")
-            raise
-        probe = json.loads(probe_out.inner_text().split(MARK, 1)[1])
-        widgets = probe["widgets"]
-        # Widget views render asynchronously: wait until every one has its view.
-        rendered = ("([sel, n]) => document.querySelectorAll(sel).length === n && "
-                    "[...document.querySelectorAll(sel)].every("
-                    "o => o.querySelector('.widget-html-content'))")
-        try:
-            page.wait_for_function(rendered, arg=[WIDGET_OUTPUT, len(widgets)])
-        except Exception:        # playwright's TimeoutError: say what the page has
-            pytest.fail(f"{len(widgets)} widgets displayed, the page rendered "
-                        f"{page.locator(WIDGET_OUTPUT).count()} widget outputs, "
-                        f"{page.locator('.widget-html-content').count()} views; errors "
-                        f"{errors!r}")
-        page.wait_for_timeout(300)                       # let fonts and layout settle
-        seen = page.evaluate(INSPECT, WIDGET_OUTPUT)
-        if widgets:
-            first = page.locator(WIDGET_OUTPUT).first
-            first.evaluate("e => e.scrollIntoView({block: 'start'})")
-            page.wait_for_timeout(200)
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOTS / f"{path.stem}.png"))
-    shut_kernels(base, token)
+    try:
+        with browser_page(tmp_path) as (page, errors):
+            page.goto(f"{base}/lab/tree/{path.name}?token={token}&reset")
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            probe_out = page.locator(".jp-OutputArea-output", has_text=MARK).first
+            try:
+                run_all_until(page, probe_out, server)
+            except BaseException:
+                dialogs = page.locator(".jp-Dialog").all_inner_texts()
+                if dialogs:
+                    pytest.fail(f"a dialog blocked Run All: {dialogs!r}")
+                raise
+            probe = json.loads(probe_out.inner_text().split(MARK, 1)[1])
+            widgets = probe["widgets"]
+            # Widget views render asynchronously: wait until every one has its view.
+            rendered = ("([sel, n]) => document.querySelectorAll(sel).length === n && "
+                        "[...document.querySelectorAll(sel)].every("
+                        "o => o.querySelector('.widget-html-content'))")
+            try:
+                page.wait_for_function(rendered, arg=[WIDGET_OUTPUT, len(widgets)])
+            except Exception:        # playwright's TimeoutError: say what the page has
+                pytest.fail(f"{len(widgets)} widgets displayed, the page rendered "
+                            f"{page.locator(WIDGET_OUTPUT).count()} widget outputs, "
+                            f"{page.locator('.widget-html-content').count()} views; "
+                            f"errors {errors!r}")
+            page.wait_for_timeout(300)                       # let fonts and layout settle
+            seen = page.evaluate(INSPECT, WIDGET_OUTPUT)
+            if widgets:
+                first = page.locator(WIDGET_OUTPUT).first
+                first.evaluate("e => e.scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(200)
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SHOTS / f"{path.stem}.png"))
+            return probe, seen, errors
+    finally:
+        shut_kernels(base, token)
 
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_after_run_all_shows_what_its_text_says(lab, tmp_path, path):
+    server = lab[2]
+    try:
+        probe, seen, errors = run_chapter(lab, tmp_path / "try1", path)
+    except pytest.fail.Exception as first:
+        # Under heavy load JupyterLab sometimes swaps the notebook's kernel while Run All
+        # starts (server log: a second "Kernel started"), and the probe never prints.
+        # That is the server's session handling, not the chapter: one fresh try, which
+        # must then pass every check below.
+        if "never appeared after Run All" not in str(first):
+            raise
+        probe, seen, errors = run_chapter(lab, tmp_path / "try2", path)
+    widgets = probe["widgets"]
     assert probe["drift"] == [], "kernel reports drift:\n" + "\n".join(probe["drift"])
     problems = []
     for i, (want, got) in enumerate(zip(widgets, seen)):
