@@ -9,11 +9,14 @@ only when no ``chromium`` is on PATH (``needs_chromium``).
   and the list into which console errors and page errors are collected;
 * ``run_all`` / ``run_all_until`` -- JupyterLab's Run → Run All, with one retry when the
   kernel was still starting;
-* ``choose`` -- pick an option of an ipywidgets Dropdown (a ``<select>``) by its label.
+* ``choose`` -- pick an option of an ipywidgets Dropdown (a ``<select>``) by its label;
+* ``serve_lab(tmp)`` -- JupyterLab over a temporary copy of notebooks/ (Lab autosaves
+  into what it opens), quiet and token-protected, optionally with settings overrides.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -63,23 +66,57 @@ def run_all(page) -> None:
     page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
 
 
-def run_all_until(page, locator, server, attempts: int = 2) -> None:
-    """Run All, and wait for ``locator``.  On a loaded machine the kernel can still be
-    starting when the toolbar first reads idle, and a Run All sent then may be lost:
-    send it once more before failing, and fail with the notebook's error outputs and
-    the server log, never a bare timeout."""
+#: True once some cell's prompt reads [*] (queued/running) or [n] (ran).
+_CELLS_STARTED = ("() => [...document.querySelectorAll('.jp-InputPrompt')]"
+                  ".some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))")
+
+
+def run_all_until(page, locator, server, attempts: int = 2,
+                  timeout_ms: int = 3 * UI_TIMEOUT_MS) -> None:
+    """Run All, and wait (up to ``timeout_ms``) for ``locator``.  On a loaded machine the
+    kernel can still be starting when the toolbar first reads idle, and a Run All sent
+    then is lost: send it again only if no cell has started -- a second Run All while the
+    first still runs would execute the notebook twice.  Fails with the notebook's error
+    outputs and the server log, never a bare timeout."""
     for attempt in range(attempts):
         run_all(page)
         try:
-            locator.wait_for(timeout=UI_TIMEOUT_MS // attempts)
-            return
-        except Exception:  # playwright's TimeoutError
-            if attempt + 1 < attempts:
-                page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            page.wait_for_function(_CELLS_STARTED, timeout=UI_TIMEOUT_MS // 2)
+            break
+        except Exception:  # playwright's TimeoutError: the Run All was lost
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+    try:
+        locator.wait_for(timeout=timeout_ms)
+        return
+    except Exception:  # playwright's TimeoutError
+        pass
     errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr'], "
                           ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
-    pytest.fail(f"{locator} never appeared after {attempts} Run All; error outputs: "
+    pytest.fail(f"{locator} never appeared after Run All; error outputs: "
                 f"{errors!r}\n--- server log ---\n{server.log_text()}")
+
+
+@contextlib.contextmanager
+def serve_lab(tmp: Path, overrides: dict | None = None, prepare=None):
+    """JupyterLab over a temporary copy of notebooks/ (Lab autosaves into what it opens);
+    yields (base url, token, server).  ``prepare(root)`` may change the copy first;
+    ``overrides`` are added to the settings overrides.json (e.g. the windowing mode)."""
+    from conftest import (BIN, REPO, free_port, jupyter_env, lab_args, lab_settings_dir,
+                          new_token, serve)
+    root = tmp / "notebooks"
+    shutil.copytree(REPO / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    if prepare is not None:
+        prepare(root)
+    port, token = free_port(), new_token()
+    base = f"http://127.0.0.1:{port}"
+    args = lab_args(tmp, port, token)
+    if overrides:
+        path = lab_settings_dir(tmp) / "overrides.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **overrides}))
+    cmd = [str(BIN / "jupyter"), "lab", str(root), *args]
+    with serve(cmd, env=jupyter_env(tmp), base=base, ready_path=f"/api/status?token={token}",
+               log=tmp / "lab.log", cwd=tmp) as server:
+        yield base, token, server
 
 
 def choose(page, scope: str, label: str) -> None:

@@ -19,13 +19,12 @@ Skips, saying why, only when no ``chromium`` is on PATH.
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from browser_support import browser_page, choose, needs_chromium, run_all_until
-from conftest import BIN, REPO, free_port, jupyter_env, lab_args, new_token, serve
+from browser_support import browser_page, choose, needs_chromium, run_all_until, serve_lab
+from conftest import REPO
 
 NOTEBOOK = "05_role_explorer.ipynb"
 SCREENSHOT = REPO / "artifacts" / "browser" / "role_explorer.png"
@@ -36,17 +35,9 @@ pytestmark = needs_chromium
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab over a temporary copy of notebooks/; yields (base url, token, root)."""
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "notebooks"
-    shutil.copytree(REPO / "notebooks", root,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    port, token = free_port(), new_token()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "jupyter"), "lab", str(root), *lab_args(tmp, port, token)]
-    with serve(cmd, env=jupyter_env(tmp), base=base, ready_path=f"/api/status?token={token}",
-               log=tmp / "lab.log", cwd=tmp) as server:
-        yield base, token, server
+    """JupyterLab over a temporary copy of notebooks/; yields (base url, token, server)."""
+    with serve_lab(tmp_path_factory.mktemp("lab")) as running:
+        yield running
 
 
 def test_role_explorer_flips_cr0_wp_in_chromium(lab, tmp_path):

@@ -354,9 +354,45 @@ def _story_texts():
     yield "smm trace", rc.render_timeline(nv.smm_guest_mode_trace()).text
     yield "patches", sv.render_patch_list().text
     yield "walk", SeriesWalkthrough(patch="2ba676774dfc").text
-    yield "walk all", sv.render_walkthrough_text()
+    for p in PATCHES + FOLLOW_UPS:
+        yield f"section {p.order}", sv.render_section(sv.demo(p)).text
     yield "nfc", sv.render_nfc(nfc_report()).text
     yield "naming", sv.render_naming().text
+
+
+def test_section_links_the_commit_and_shows_both_role_words():
+    from mmu.book.widgets_story import PatchSection, patch_section
+    s = sv.SeriesState(mode="4-level", wp=False, nx=True, tdp=True)
+    view = sv.render_section(sv.demo("2ba676774dfc", s))
+    assert view.text.startswith("[11] 2ba676774dfc  https://git.kernel.org/torvalds/c/2ba676774dfc")
+    before = LEVEL4 | DIRECT | ACC_ALL | EFER_NX                  # 5.18 copies WP=0
+    assert f"= {before:#010x}" in view.text and f"= {before | CR0_WP:#010x}" in view.text
+    assert view.text.index("before: the 5.18") < view.text.index("after: the 5.19")
+    assert 'href="https://git.kernel.org/torvalds/c/2ba676774dfc"' in view.html
+    assert view.html.count('class="patch-side"') == 2 and 'data-visible="true"' in view.html
+    assert "verdict: the patch changes a role bit on purpose" in view.text
+    const = sv.render_section(sv.demo("82ffa13f7933"))          # constify: nothing to show
+    assert "role words: none change" in const.text and "patch-side" not in const.html
+    assert "claims no functional change" in const.text
+    w = patch_section(11)
+    assert isinstance(w, PatchSection) and "patch" not in w.controls   # fixed on its patch
+    assert w._repr_mimebundle_()["text/plain"] == w.text
+    w.close()
+    assert isinstance(patch_section("82ffa13f7933"), sv.View)
+    with pytest.raises(ValueError, match="has no demo"):
+        PatchSection("82ffa13f7933")
+
+
+def test_chapter_9_has_one_section_per_patch_in_merge_order():
+    import nbformat
+    from conftest import REPO
+    nb = nbformat.read(REPO / "notebooks" / "09_reviewers_walkthrough.ipynb", as_version=4)
+    src = [c.source for c in nb.cells]
+    found = [(src[i], src[i + 1]) for i in range(len(src) - 1)
+             if src[i].startswith("### ") and src[i + 1].startswith("patch_section(")]
+    assert found == [(sv.patch_heading(p), f'patch_section("{p.hash}")')
+                     for p in PATCHES + FOLLOW_UPS]
+    assert "render_walkthrough_text" not in "".join(src)      # no 20-screen text dump
 
 
 def test_text_forms_fit_the_output_width():

@@ -314,9 +314,12 @@ def test_walk_explorer_headless():
     assert "PDPTE index" in w.text
     kept = w.result
     w.set(gva="zz")      # refused like any other change: the box goes back, the walk stays
-    assert "not a number" in w.text and "PDPTE index" in w.text and w.refused
+    assert "'zz' is not a hex number" in w.text and "with or without 0x" in w.text
+    assert "PDPTE index" in w.text and w.refused
     assert w.result is kept and w.values["gva"] == "0xd00010"
     assert '<div class="refused" role="alert">' in w.html.value
+    w.set(mode="4-level", gva="c01234", access="read")      # bare hex, as the book writes it
+    assert w.result.ok and w.result.gpa == 0x30_1234         # chapter 1: 0xc01234 -> 0x301234
     with pytest.raises(ValueError, match="unknown control"):
         w.set(colour="red")
 
@@ -475,7 +478,27 @@ def test_chapter3_4_widgets_headless():
     assert t.result.refs == 35
     kept = t.result
     t.set(gva="nope")
-    assert t.result is kept and "not a number" in t.text and t.values["gva"] == hex(0x00C0_1234)
+    assert t.result is kept and "'nope' is not a hex number" in t.text
+    assert t.values["gva"] == hex(0x00C0_1234)
+
+
+@pytest.mark.parametrize("text, gva", [
+    ("c01234", 0xC01234), ("0xC0_1234", 0xC01234), ("  0X600010 ", 0x600010),
+    ("10", 0x10),                                   # hex, never decimal: 0x10 = 16
+    ("ffffffffffffffff", (1 << 64) - 1), ("0", 0)])
+def test_parse_gva_reads_hex_with_or_without_0x(text, gva):
+    from mmu.book.widgets_walk import parse_gva
+    assert parse_gva(text) == (gva, "")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("zz", "is not a hex number"), ("", "is not a hex number"), ("0x", "is not a hex number"),
+    ("-1", "is not a hex number"), ("1" + "0" * 16, "wider than 64 bits")])
+def test_parse_gva_refuses_garbage_naming_it(text, words):
+    from mmu.book.widgets_walk import parse_gva
+    gva, error = parse_gva(text)
+    assert gva is None and words in error and repr(text) in error
+    assert "0xffffffffffffffff" in error
 
 
 # ---------------------------------------------------------------------------

@@ -352,6 +352,6 @@ NAME_CHANGES: tuple[NameChange, ...] = (
     NameChange("ext.cr0_pg", "cpu_role.base.level > 0", "faf729621c96", "paging on"),
     NameChange("ext.cr4_pae", "!cpu_role.base.has_4_byte_gpte", "faf729621c96",
                "PAE-format (8-byte) gptes"),
-    NameChange("\"KVM: MMU:\" subject prefix", "\"KVM: x86/mmu:\"", "(v2 onwards)",
+    NameChange("\"KVM: MMU:\" subject prefix", "\"KVM: x86/mmu:\"", "v2 onwards",
                "[RR-prefix]"),
 )

@@ -11,9 +11,11 @@ from typing import Any
 
 import ipywidgets as W
 
-from mmu.book.widget_refusals import RefusingWidget
 from mmu.book.views.roles_view import (FLAG_LABELS, KERNELS, VENDORS, ExplorerResult, ExplorerState,
                                cet_supported, explore, render)
+from mmu.book.widget_refusals import RefusingWidget
+from mmu.book.widget_state import Introduced
+from mmu.book.widgets_walk import _check, _drop, text_em
 
 __all__ = ["RoleExplorer"]
 
@@ -26,7 +28,7 @@ _GROUPS = (
 )
 
 
-class RoleExplorer(RefusingWidget):
+class RoleExplorer(RefusingWidget, Introduced):
     """Checkboxes for CR0/CR4/EFER bits, SMM, guest mode and TDP, dropdowns for the kernel
     era and vendor; shows cpu_role, root_role and what happens to the root.
 
@@ -36,6 +38,8 @@ class RoleExplorer(RefusingWidget):
       ``explorer.view`` its :class:`~mmu.book.views.common.View`, ``explorer.text`` the text
       form, ``explorer.html`` the ``ipywidgets.HTML`` showing it (CSS classes
       ``role-view`` and ``root-outcome`` inside);
+    * displaying it records its introduced state; checks use a fresh explorer and close it,
+      ``with RoleExplorer(kernel="5.18") as ex: ...`` (:mod:`mmu.book.widget_state`);
     * after a #GP the controls go back to the registers' values (the faulting write
       changed nothing) and the view explains the fault; so they do after a refusal
       (SMM ticked together with guest mode, a pair KVM never has: an SMI in L2 exits to
@@ -52,25 +56,20 @@ class RoleExplorer(RefusingWidget):
                             f"{type(state).__name__}")
         state = state.replace(**changes)
         self.state = state                       # effective: where the vCPU is
-        self.checkboxes = {
-            name: W.Checkbox(value=getattr(state, name), description=FLAG_LABELS[name],
-                             indent=False, layout=W.Layout(width="auto"))
-            for name in FLAG_LABELS}
+        self.checkboxes = {name: _check(FLAG_LABELS[name], getattr(state, name))
+                           for name in FLAG_LABELS}
         self.dropdowns = {
-            "kernel": W.Dropdown(options=[(f"Linux {k}", k) for k in KERNELS],
-                                 value=state.kernel, description="kernel",
-                                 layout=W.Layout(width="190px")),
-            "vendor": W.Dropdown(options=[("Intel (VMX, EPT)", "intel"),
-                                          ("AMD (SVM, NPT)", "amd")],
-                                 value=state.vendor, description="vendor",
-                                 layout=W.Layout(width="210px")),
+            "kernel": _drop("kernel", [(f"Linux {k}", k) for k in KERNELS], state.kernel),
+            "vendor": _drop("vendor", [("Intel (VMX, EPT)", "intel"), ("AMD (SVM, NPT)", "amd")],
+                            state.vendor),
         }
         assert set(v for _, v in self.dropdowns["vendor"].options) == set(VENDORS)
         self.html = W.HTML()
         self.html.add_class("role-explorer-output")
         for w in (*self.checkboxes.values(), *self.dropdowns.values()):
             w.observe(self._on_change, names="value")
-        rows = [W.HBox([W.Label(f"{title}:", layout=W.Layout(width="48px")),
+        title_em = max(text_em(f"{title}:") for title, _ in _GROUPS) + 0.5
+        rows = [W.HBox([W.Label(f"{title}:", layout=W.Layout(width=f"{title_em:.1f}em")),
                         *[self.checkboxes[n] for n in names]])
                 for title, names in _GROUPS]
         rows.append(W.HBox(list(self.dropdowns.values())))
@@ -151,5 +150,5 @@ class RoleExplorer(RefusingWidget):
         self._update(old)
         return self.result
 
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _root(self) -> W.Widget:
+        return self.widget

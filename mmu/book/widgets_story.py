@@ -10,12 +10,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import ipywidgets as W
 
 from mmu.book.views.common import View
-from mmu.book.widgets_walk import ViewWidget, _check, _drop
+from mmu.book.widgets_walk import ViewWidget, _check, _drop, _slider, _toggles
 
-__all__ = ["SeriesWalkthrough", "NestedExplorer", "RootCacheTimeline", "Cr0WpStory"]
+__all__ = ["SeriesWalkthrough", "PatchSection", "patch_section", "NestedExplorer", "RootCacheTimeline", "Cr0WpStory"]
+
+
+def _series_state_controls(sv, st) -> dict[str, Any]:
+    """The guest/host controls a series demo is computed for (chapter 9)."""
+    return {
+        "mode": _drop("guest paging", sv.MODES, st.mode),
+        "wp": _check("CR0.WP", st.wp),
+        "nx": _check("EFER.NX", st.nx),
+        "smep": _check("CR4.SMEP", st.smep),
+        "tdp": _check("TDP (EPT/NPT)", st.tdp),
+        "smm": _check("SMM", st.smm),
+        "tdp_level": _drop("TDP level", (4, 5), st.tdp_level),
+    }
+
+
+def _series_state(base, v: dict):
+    return base.replace(mode=v["mode"], wp=v["wp"], nx=v["nx"], smep=v["smep"],
+                        tdp=v["tdp"], smm=v["smm"], tdp_level=v["tdp_level"])
 
 
 class SeriesWalkthrough(ViewWidget):
@@ -29,30 +46,51 @@ class SeriesWalkthrough(ViewWidget):
         from mmu.book.views import series_view as sv
         self._sv = sv
         st = sv.SeriesState(**state)
-        options = [(f"{p.order:2d} {p.hash} {p.subject[:60]}", p.hash)
-                   for p in PATCHES + FOLLOW_UPS]
+        options = [(f"{p.order:2d} {p.hash} {p.subject.removeprefix(sv.SUBJECT_PREFIX)}",
+                    p.hash) for p in PATCHES + FOLLOW_UPS]
         controls = {
             "patch": _drop("patch", options, sv.find_patch(patch).hash),
-            "side": W.ToggleButtons(options=[("before (5.18 model)", "before"),
-                                             ("after (5.19 model)", "after")], value=side,
-                                    description="show"),
-            "mode": _drop("guest paging", sv.MODES, st.mode),
-            "wp": _check("CR0.WP", st.wp),
-            "nx": _check("EFER.NX", st.nx),
-            "smep": _check("CR4.SMEP", st.smep),
-            "tdp": _check("TDP (EPT/NPT)", st.tdp),
-            "smm": _check("SMM", st.smm),
-            "tdp_level": _drop("TDP level", (4, 5), st.tdp_level),
+            "side": _toggles("show", [("before (5.18 model)", "before"),
+                                      ("after (5.19 model)", "after")], side),
+            **_series_state_controls(sv, st),
         }
         self._base = st
         super().__init__(controls, self._run)
 
     def _run(self, v: dict) -> tuple[Any, View]:
-        sv = self._sv
-        state = self._base.replace(mode=v["mode"], wp=v["wp"], nx=v["nx"], smep=v["smep"],
-                                   tdp=v["tdp"], smm=v["smm"], tdp_level=v["tdp_level"])
-        d = sv.demo(v["patch"], state)
-        return d, sv.render_patch(d, v["side"])
+        d = self._sv.demo(v["patch"], _series_state(self._base, v))
+        return d, self._sv.render_patch(d, v["side"])
+
+
+class PatchSection(ViewWidget):
+    """Chapter 9, one section per patch: the patch's commit (linked), what it changes, both
+    sides of its demo side by side and the verdict, with the guest/host controls of its
+    demo.  Its plain-text form is its text/plain output (no separate print needed)."""
+
+    css_class = "series-section-widget"
+    plain_text_repr = True
+
+    def __init__(self, patch: str, **state: Any):
+        from mmu.book.views import series_view as sv
+        self._sv = sv
+        self.patch = sv.find_patch(patch)
+        if self.patch.demo is None:
+            raise ValueError(f"patch {self.patch.hash} has no demo: show "
+                             f"patch_section({patch!r}), a static view")
+        self._base = sv.SeriesState(**state)
+        super().__init__(_series_state_controls(sv, self._base), self._run)
+
+    def _run(self, v: dict) -> tuple[Any, View]:
+        d = self._sv.demo(self.patch, _series_state(self._base, v))
+        return d, self._sv.render_section(d)
+
+
+def patch_section(patch: "str | int") -> "PatchSection | View":
+    """Chapter 9's section for one patch: a :class:`PatchSection` (controls + view) when
+    the model can show the patch's effect, else the static section view."""
+    from mmu.book.views import series_view as sv
+    p = sv.find_patch(patch)
+    return PatchSection(p.hash) if p.demo else sv.render_section(sv.demo(p))
 
 
 class NestedExplorer(ViewWidget):
@@ -101,14 +139,13 @@ class RootCacheTimeline(ViewWidget):
         from mmu.kvm.vcpu import MMU_KINDS
         self._rv = rv
         controls = {
-            "n_procs": W.IntSlider(value=n_procs, min=1, max=8, description="processes"),
+            "n_procs": _slider("processes", n_procs, 1, 8),
             "kernel": _drop("kernel", [(f"Linux {k}", k) for k in ERA_NAMES], kernel),
             "mmu": _drop("MMU", MMU_KINDS, mmu),
             "guest": _drop("guest paging", rv.GUESTS, guest),
-            "switches": W.IntSlider(value=switches, min=1, max=24, description="CR3 loads"),
+            "switches": _slider("CR3 loads", switches, 1, 24),
             "vendor": _drop("vendor", [("Intel (EPT)", "intel"), ("AMD (NPT)", "amd")], vendor),
-            "wp_every": W.IntSlider(value=wp_every, min=0, max=8,
-                                    description="WP pair every"),
+            "wp_every": _slider("WP pair every", wp_every, 0, 8),
         }
         super().__init__(controls, self._run)
 

@@ -15,17 +15,20 @@ import ipywidgets as W
 
 from mmu.book.views.common import View
 from mmu.book.widget_refusals import RefusingWidget
+from mmu.book.widget_state import Introduced
 
 __all__ = ["ViewWidget", "WalkExplorer", "PermissionLab", "ShadowExplorer", "TwoDWalkExplorer"]
 
 
-class ViewWidget(RefusingWidget):
+class ViewWidget(RefusingWidget, Introduced):
     """Controls in a box, one HTML output; subclasses say how to compute and render.
 
     ``controls`` maps a name to a widget with a ``value``; ``compute(values)`` returns
     ``(result, View)`` or raises ValueError/TypeError to refuse the values, which the
     widget shows and undoes (:mod:`mmu.book.widget_refusals`).  Displaying the object
-    displays the box.
+    displays the box and records its introduced state; check cells use a fresh one,
+    ``with WalkExplorer(...) as w:``, which closes its widget models at the end
+    (:mod:`mmu.book.widget_state`).
     """
 
     css_class = "mmu-widget"
@@ -91,8 +94,34 @@ class ViewWidget(RefusingWidget):
         self._run_or_refuse(old)
         return self
 
-    def _repr_mimebundle_(self, **kw: Any):
-        return self.box._repr_mimebundle_(**kw)
+    def _root(self) -> W.Widget:
+        return self.box
+
+
+# ---- layout: every control is as wide as its longest label ---------------------------
+#
+# Widths are computed from the labels (never fixed per control), in em of the widget font,
+# with per-character widths of DejaVu Sans -- the widest of the usual sans-serif fonts --
+# rounded up, so a label fits whatever sans-serif font the reader's browser picks.
+# tests/test_browser_chapters.py checks the result in the page (no clipped control).
+_NARROW, _WIDE = set("fijlrtI!.,:;'|()[] "), set("mwMW%@")
+
+
+def text_em(text: str) -> float:
+    """Upper bound of the width of ``text`` in em (DejaVu Sans: capitals and digits
+    <= 0.78 em, lower case <= 0.64 em, narrow glyphs <= 0.40 em, m/w/M/W <= 1.0 em)."""
+    return sum(0.40 if c in _NARROW else 1.0 if c in _WIDE
+               else 0.78 if c.isupper() or c.isdigit() else 0.64 for c in str(text))
+
+
+def _em(x: float) -> str:
+    return f"{x:.1f}em"
+
+
+#: Room beside a dropdown's text: its padding, border and the arrow (ipywidgets 8 CSS).
+_DROP_EXTRA_EM = 3.0
+#: A toggle button's horizontal padding and border.
+_BUTTON_EXTRA_EM = 1.6
 
 
 def _check(label: str, value: bool = False) -> W.Checkbox:
@@ -100,9 +129,39 @@ def _check(label: str, value: bool = False) -> W.Checkbox:
                       layout=W.Layout(width="auto", margin="0 12px 0 0"))
 
 
+def _labels(options) -> list[str]:
+    return [str(o[0]) if isinstance(o, tuple) else str(o) for o in options]
+
+
 def _drop(label: str, options, value) -> W.Dropdown:
+    """A dropdown whose box fits its description and its longest option."""
+    desc = text_em(label) + 0.5
+    width = desc + max(text_em(t) for t in _labels(options)) + _DROP_EXTRA_EM
     return W.Dropdown(options=options, value=value, description=label,
-                      style={"description_width": "initial"}, layout=W.Layout(width="auto"))
+                      style={"description_width": _em(desc)},
+                      layout=W.Layout(width=_em(width), margin="2px 12px 2px 0"))
+
+
+def _toggles(label: str, options, value) -> W.ToggleButtons:
+    """Toggle buttons, each as wide as the longest option."""
+    button = max(text_em(t) for t in _labels(options)) + _BUTTON_EXTRA_EM
+    return W.ToggleButtons(options=options, value=value, description=label,
+                           style={"description_width": _em(text_em(label) + 0.5),
+                                  "button_width": _em(button)}, layout=W.Layout(width="auto"))
+
+
+def _slider(label: str, value: int, lo: int, hi: int) -> W.IntSlider:
+    """An integer slider whose description is never cut."""
+    return W.IntSlider(value=value, min=lo, max=hi, description=label,
+                       style={"description_width": _em(text_em(label) + 0.5)})
+
+
+def _text(label: str, value: str, longest: str) -> W.Text:
+    """A text box wide enough for ``longest`` (and its description)."""
+    desc = text_em(label) + 0.5
+    return W.Text(value=value, description=label, continuous_update=False,
+                  style={"description_width": _em(desc)},
+                  layout=W.Layout(width=_em(desc + text_em(longest) + 1.5)))
 
 
 class WalkExplorer(ViewWidget):
@@ -110,8 +169,9 @@ class WalkExplorer(ViewWidget):
 
     The guest is :func:`mmu.book.views.walk_view.demo_guest` for the chosen mode (built once
     per mode).  Walks use ``set_ad=False`` so looking does not change the guest.
-    ``gva`` is a text box taking hex (``0xc01234``) or decimal; a value that is not a
-    number is refused like any other (the box goes back, the view says why).
+    ``gva`` is a text box taking hex, with or without ``0x`` (:func:`parse_gva`); text
+    that is not a hex number is refused like any other change (the box goes back, the
+    view says why, naming what is allowed).
     """
 
     css_class = "walk-explorer"
@@ -123,8 +183,7 @@ class WalkExplorer(ViewWidget):
         self._guests: dict[str, Any] = {}
         controls = {
             "mode": _drop("paging mode", wv.MODES, mode),
-            "gva": W.Text(value=hex(gva), description="GVA", continuous_update=False,
-                          layout=W.Layout(width="220px")),
+            "gva": _text("GVA", hex(gva), _LONGEST_GVA),
             "access": _drop("access", tuple(wv.ACCESS_LABELS), access),
             "cpl": _drop("CPL", (0, 1, 2, 3), cpl),
         }
@@ -138,7 +197,9 @@ class WalkExplorer(ViewWidget):
     def _run(self, v: dict) -> tuple[Any, View]:
         from mmu.x86.walker import walk
         wv = self._wv
-        gva = _parse_gva(v["gva"])
+        gva, error = parse_gva(v["gva"])
+        if error:
+            raise ValueError(error)
         g = self.guest(v["mode"])
         r = walk(g.mem, g.regs, gva, v["access"], v["cpl"], set_ad=False)
         split = wv.gva_split(gva, v["mode"])
@@ -204,25 +265,36 @@ class TwoDWalkExplorer(ViewWidget):
         from mmu.book.views.walk_view import MODES
         self._tv = tv
         controls = {"mode": _drop("guest paging mode", MODES, mode),
-                    "gva": W.Text(value=hex(gva), description="GVA", continuous_update=False,
-                                  layout=W.Layout(width="220px")),
+                    "gva": _text("GVA", hex(gva), _LONGEST_GVA),
                     "vendor": _drop("vendor", (("Intel EPT", "intel"), ("AMD NPT", "amd")),
                                     vendor),
                     "tdp_level": _drop("TDP levels", (4, 5), tdp_level)}
         super().__init__(controls, self._run)
 
     def _run(self, v: dict) -> tuple[Any, View]:
-        gva = _parse_gva(v["gva"])
+        gva, error = parse_gva(v["gva"])
+        if error:
+            raise ValueError(error)
         g = self._tv.two_d_grid(v["mode"], gva, "read", v["vendor"], v["tdp_level"])
         return g, self._tv.render_grid(g)
 
 
-def _parse_gva(text: str) -> int:
-    """A GVA typed by the reader (hex with 0x, or decimal); ValueError if it is not one."""
-    try:
-        gva = int(str(text).strip().replace("_", ""), 0)
-    except ValueError:
-        gva = -1
-    if not 0 <= gva < 1 << 64:
-        raise ValueError(f"GVA {text!r} is not a number in 0..2**64-1 (write hex as 0x...)")
-    return gva
+#: The longest GVA the box must show: 64 bits in hex.
+_LONGEST_GVA = hex((1 << 64) - 1)
+
+
+def parse_gva(text: str) -> tuple[int | None, str]:
+    """A GVA typed by the reader: always hex, with or without ``0x`` (``c01234`` and
+    ``0xC0_1234`` are both 0xc01234), as addresses are written everywhere in the book.
+    Returns ``(gva, "")``, or ``(None, message)`` naming the text and what is allowed."""
+    raw = str(text)
+    digits = raw.strip().replace("_", "")
+    if digits[:2].lower() == "0x":
+        digits = digits[2:]
+    allowed = "allowed: hex digits 0-9 a-f, with or without 0x, from 0 to 0xffffffffffffffff"
+    if not digits or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        return None, f"GVA {raw!r} is not a hex number; {allowed}"
+    gva = int(digits, 16)
+    if gva >= 1 << 64:
+        return None, f"GVA {raw!r} is wider than 64 bits; {allowed}"
+    return gva, ""

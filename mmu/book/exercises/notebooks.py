@@ -275,12 +275,17 @@ LABS: dict[str, dict] = {
 }
 
 
+def _sentence(title: str) -> str:
+    """A title as a sentence: a full stop unless it already ends with one (or "?")."""
+    return title if title.endswith((".", "?", "!")) else title + "."
+
+
 def _exercise_cells(kind: str, n: int, heading: str, text: str, difficulty: int,
                     seed: int) -> list:
     problem: Problem = registry()[kind](seed, difficulty)
     cells = [new_markdown_cell(f"## Exercise {n}: {heading}\n\n"
                                + (text + "\n\n" if text else "")
-                               + f"Difficulty {difficulty} of 3.  {problem.title}."),
+                               + f"Difficulty {difficulty} of 3.  {_sentence(problem.title)}"),
              new_code_cell(problem_source(seed, difficulty)),
              new_code_cell(f"{BEGIN}\n{problem.solution_code('answer')}\n{END}\n{GRADE_LINE}")]
     cells[1].metadata["mmu"] = {"exercise": n, "cell": "problem"}

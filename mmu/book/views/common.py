@@ -123,6 +123,10 @@ class View:
     def _repr_html_(self) -> str:
         return self.html
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """The text/plain beside the HTML of a bare ``view`` is its text form."""
+        printer.text(self.text)
+
 
 def refused_block(message: str) -> tuple[str, str]:
     """(text, html) of a refusal notice: ``div.refused`` with ``role="alert"``, the one

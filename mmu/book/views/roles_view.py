@@ -293,6 +293,7 @@ class ExplorerResult:
     stats: tuple[tuple[str, int], ...]   # counters that changed, with their increments
     notes: tuple[str, ...] = ()
     refused: str | None = None      # why KVM never holds ``state`` (:func:`never_in_kvm`)
+    stale: str | None = None        # why KVM's cached cpu_role lags the one shown, if it does
 
     @property
     def cpu_changed(self) -> list[str]:
@@ -372,13 +373,14 @@ def explore(state: ExplorerState, prev: ExplorerState | None = None) -> Explorer
     prev_cpu, prev_root = base.cpu_role, base.root_role
 
     def result(effective, v, outcome, fault=None, writes=(), events=(), delta=None, notes=(),
-               refused=None):
+               refused=None, stale=None):
         return ExplorerResult(
             state=state, effective=effective, prev=prev,
             cpu_role=v.cpu_role, root_role=v.root_role,
             prev_cpu_role=prev_cpu, prev_root_role=prev_root, outcome=outcome, fault=fault,
             writes=tuple(writes), events=tuple(events),
-            stats=tuple(sorted((delta or {}).items())), notes=tuple(notes), refused=refused)
+            stats=tuple(sorted((delta or {}).items())), notes=tuple(notes), refused=refused,
+            stale=stale)
 
     fault = impossible(state)
     if fault is not None:
@@ -427,13 +429,13 @@ def explore(state: ExplorerState, prev: ExplorerState | None = None) -> Explorer
         return result(prev, base, "gp", fault=f"#GP: {f.reason}.  The write faults, so "
                       f"the register keeps its old value and the roles stay as they were.",
                       writes=writes, events=events, delta=delta)
+    stale = None
     if outcome == "no-exit" and v.kvm_mmu_refresh_passthrough_bits():
-        notes.append("KVM's cached cpu_role.base.cr0_wp is stale after the write; it is "
-                     "refreshed (kvm_mmu_refresh_passthrough_bits) before the next emulated "
-                     "permission check -- shown here as refreshed")
+        # The write never reached KVM: the role shown is the one KVM computes later.
+        stale = "stale until kvm_mmu_refresh_passthrough_bits (no exit; KVM refreshes it when needed)"
         events.append(f"(later) {v.events[-1].func}: {v.events[-1].detail}")
     return result(state, v, outcome, writes=writes, events=events, delta=delta,
-                  notes=notes)
+                  notes=notes, stale=stale)
 
 
 # ---- rendering ---------------------------------------------------------------------------
@@ -444,7 +446,9 @@ def _summary_rows(res: ExplorerResult) -> list[tuple[str, str]]:
         ("host", f"Linux {res.effective.kernel}, {res.effective.vendor}, "
                  f"{res.effective.tdp_name}" + (f", mmu={res.effective.mmu}")),
         ("cpu_role.as_u64", f"{hexword(res.prev_cpu_role.as_u64, 64)} -> {hexword(cpu_word, 64)}"
-                            f"  {marker(res.prev_cpu_role.as_u64 != cpu_word)}"),
+                            f"  {marker(res.prev_cpu_role.as_u64 != cpu_word)}"
+                            + (" (the guest's; see next row)" if res.stale else "")),
+        *([("  ⚠ KVM's copy", res.stale)] if res.stale else []),
         ("root_role.word", f"{hexword(res.prev_root_role.word)} -> {hexword(res.root_role.word)}"
                            f"  {marker(res.prev_root_role.word != res.root_role.word)}"),
         ("which role changed", res.which_changed),

@@ -26,7 +26,8 @@ from mmu.book.views.common import (CHANGED, SAME, Table, View, bullet_html, bull
 from mmu.book.views.root_cache_view import TEXT_WIDTH, wrap_notes
 
 __all__ = ["SeriesState", "Side", "Demo", "DEMOS", "SIDES", "MODES", "demo",
-           "render_patch_list", "render_patch", "render_walkthrough_text", "render_nfc",
+           "render_patch_list", "render_patch", "render_section", "patch_heading", "commit_url",
+           "render_nfc",
            "render_naming"]
 
 MODES = ("none", "32-bit", "PAE", "4-level", "5-level")
@@ -398,17 +399,55 @@ def render_patch(d: Demo, side: str = "after") -> View:
     return View(text, wrap_html(html, "series-patch"))
 
 
-def render_walkthrough_text(state: SeriesState | None = None) -> str:
-    """Every patch with both sides, as one text document (what a static reader sees)."""
-    out = []
-    for p in PATCHES + FOLLOW_UPS:
-        d = demo(p, state)
-        if p.demo is None:
-            out.append("\n".join([_fill("", f"[{p.order}] {p.hash} {p.subject}"),
-                                  _fill("  ", p.what), _fill("  verdict: ", d.verdict)]))
-        else:
-            out.append(_patch_text(d, SIDES))
-    return ("\n" + "-" * 78 + "\n").join(out)
+#: Mainline commits, by (abbreviated) hash, on git.kernel.org.
+COMMIT_URL = "https://git.kernel.org/torvalds/c/{}"
+
+
+def commit_url(p: Patch) -> str:
+    """The patch's mainline commit on git.kernel.org."""
+    return COMMIT_URL.format(p.hash)
+
+
+def patch_heading(p: Patch) -> str:
+    """The chapter's markdown heading for one patch's section."""
+    return f"### {p.order}. {p.subject.removeprefix(SUBJECT_PREFIX)}"
+
+
+def render_section(d: Demo) -> View:
+    """One patch's section: its mainline commit (linked), what it changes, what changes in
+    the role words -- both sides of its demo side by side -- and the verdict on its
+    no-functional-change claim."""
+    if not isinstance(d, Demo):
+        raise TypeError(f"d must be a Demo, not {type(d).__name__}")
+    p, url = d.patch, commit_url(d.patch)
+    claim = {"deliberate": "changes a role bit on purpose", "fix": "fixes a corner case"}.get(
+        p.kind, "claims no functional change")
+    head_text = [f"[{p.order}] {p.hash}  {url}",
+                 _fill("", f"{p.subject}  ({p.author}; {p.kind}: {KINDS[p.kind]})"),
+                 _fill("what: ", p.what), _fill("touches: ", ", ".join(p.touches))]
+    head_html = (f'<div class="patch-head"><a href="{esc(url)}" target="_blank" '
+                 f'rel="noopener"><code>{esc(p.hash)}</code></a> {esc(p.subject)} '
+                 f"({esc(p.author)}; {esc(p.kind)}: {esc(KINDS[p.kind])})</div>"
+                 f"<p>{esc(p.what)}</p><p>touches: <code>{esc(', '.join(p.touches))}</code></p>")
+    if p.demo is None:
+        words = "role words: none change; the model computes the same roles before and after"
+        verdict = (f"the patch {claim}; nothing the model computes changes (the exhaustive "
+                   f"check at the end of the chapter covers the whole series)")
+        text = "\n".join(head_text + [_fill("", words), _fill("verdict: ", verdict)])
+        html = head_html + f"<p>{esc(words)}</p>"
+    else:
+        verdict = f"the patch {claim}; the model: {d.verdict}"
+        text = "\n".join(head_text + [f"state: {d.state.describe()}", ""]
+                          + [_side_text(d.side(sd)) + "\n" for sd in SIDES]
+                          + [_fill("verdict: ", verdict)])
+        sides = "".join(f'<div class="patch-side" data-side="{sd}">{_side_html(d.side(sd))}'
+                        f"</div>" for sd in SIDES)
+        html = (head_html + f"<p>state: {esc(d.state.describe())}</p>"
+                f'<div class="patch-sides" style="display:flex;flex-wrap:wrap;gap:0 24px">'
+                f"{sides}</div>")
+    html += (f'<p class="patch-verdict" data-visible="{str(d.visible).lower()}">'
+             f"<b>verdict:</b> {esc(verdict)}</p>")
+    return View(text, wrap_html(html, "series-section"))
 
 
 def render_nfc(report: NfcReport) -> View:

@@ -156,6 +156,12 @@ def error_code_table(error_code: int) -> Table:
                                                                 "meaning"), tuple(rows))
 
 
+def fault_reason(f) -> str:
+    """The fault's reason without the vector the line already names: the walker says
+    "#GP(0): 0x... is not canonical", and the view prints "✘ #GP(0)" before it."""
+    return f.reason.removeprefix("#GP(0)").lstrip(": ") if f.vector == 13 else f.reason
+
+
 def outcome_line(result: WalkResult, reason: bool = True) -> str:
     """One sentence: the GPA, or the fault with its vector, error code and (if ``reason``)
     the rule that fired."""
@@ -164,7 +170,7 @@ def outcome_line(result: WalkResult, reason: bool = True) -> str:
         return f"✔ translated: GPA {result.gpa:#x} ({size})" + (
             f", protection key {result.pkey}" if result.pkey is not None else "")
     f = result.fault
-    why = f": {f.reason}" if reason else ""
+    why = f": {fault_reason(f)}" if reason else ""
     if f.vector == 13:
         return f"✘ #GP(0){why}"
     return (f"✘ #PF, error code {f.error_code:#x} ({flag_names(f.error_code, PFErr)}), "
@@ -282,6 +288,8 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     title = f"Page walk of GVA {gva:#x} ({mode} paging)"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="walk-svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           # Scales down to the output's width instead of being cut at its right edge.
+           f'style="max-width:100%;height:auto" '
            f'aria-label="{esc(title)}" font-family="monospace" font-size="11">',
            f"<title>{esc(title)}</title>",
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14" '
@@ -314,7 +322,7 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     else:
         f = result.fault
         label = [("✘ #GP(0)" if f.vector == 13 else f"✘ #PF code {f.error_code:#x}"),
-                 *_wrap(f.reason, 22)[:6]]
+                 *_wrap(fault_reason(f), 22)[:6]]
         dash = ' stroke-dasharray="6 3"'
     out.append(f'<rect x="{x}" y="{top}" width="{col_w}" height="{box_h}" fill="#fff" '
                f'stroke="#333" stroke-width="2"{dash}/>')
