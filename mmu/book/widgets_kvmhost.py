@@ -7,10 +7,8 @@ drives it headless.  No model logic, no KVM access: the record is made before.
 """
 from __future__ import annotations
 
-import ipywidgets as W
-
 from mmu.book.views import kvmhost_view as kv
-from mmu.book.widgets_walk import ViewWidget
+from mmu.book.widgets_walk import ViewWidget, _drop, _text
 
 __all__ = ["RunBrowser", "SHOW"]
 
@@ -34,11 +32,10 @@ class RunBrowser(ViewWidget):
         if show not in SHOW:
             raise ValueError(f"show {show!r}: allowed {tuple(SHOW)}")
         controls = {
-            "experiment": W.Dropdown(description="experiment",
-                                     options=[(kv.TITLES.get(e, e), e) for e in exps],
-                                     value=experiment, layout=W.Layout(width="34em")),
-            "show": W.Dropdown(description="show", options=list(SHOW), value=show),
-            "match": W.Text(description="name has", value=match, continuous_update=False),
+            "experiment": _drop("experiment",
+                                [(kv.SHORT_TITLES.get(e, e), e) for e in exps], experiment),
+            "show": _drop("show", list(SHOW), show),
+            "match": _text("name has", match, "cr0_wp=1 efer_nx=1"),
         }
         super().__init__(controls, self._render)
 

@@ -23,6 +23,10 @@ TITLES = {"roles": "Root role words (kvm_mmu_get_page at the first entry)",
           "cpl3_shadow_tree": "A CPL3 guest's shadow tree after a fetch, a write and 3 reads "
                               "(plain, under an XD PDE, under a read-only PDE)",
           "toggle_cost": "Time per CR0.WP toggle (this host only)"}
+#: The same experiments named short enough for a control (the view's caption has the title).
+SHORT_TITLES = {"roles": "root role words", "wp_toggles": "CR0.WP toggles",
+                "cr3_round_robin": "CR3 round robin", "pf_error_codes": "#PF error codes",
+                "cpl3_shadow_tree": "a CPL3 shadow tree", "toggle_cost": "CR0.WP toggle cost"}
 
 
 def format_value(value) -> str:
