@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lab test app student bench clean
+.PHONY: setup lab test app student bench book lite sites clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[lab,test]'
+	$(BIN)/pip install --quiet -e '.[lab,test,book,lite]'
 	touch $(STAMP)
 
 # LAB_ARGS / APP_ARGS pass extra server options through, e.g.
@@ -29,8 +29,33 @@ app: setup
 student: setup
 	$(BIN)/python -m mmu.book.exercises.student exercises/ exercises/student/
 
+# Browser assets (widget manager, Pyodide, axe-core) come from npm, pinned by package-lock.json.
+NPM_STAMP := node_modules/.installed
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+# The rendered book: every chapter executed (any exception fails the build; so does any
+# warning, e.g. a link that does not resolve), static HTML in build/book.  The chapters
+# are staged beside the landing page so that their links resolve inside the source tree.
+# PATH: the chapters' kernel ("python3", argv "python") is this venv's interpreter.
+book: setup $(NPM_STAMP) student
+	rm -rf build/book build/book-src
+	mkdir -p build/book-src/notebooks
+	cp book/index.md build/book-src/
+	cp notebooks/*.ipynb build/book-src/notebooks/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q build/book-src build/book
+
+# The live edition: JupyterLite + Pyodide (from npm) + the project's own wheel, in build/lite.
+lite: setup $(NPM_STAMP)
+	$(BIN)/python book/lite.py build/lite
+
+# Both sites as GitHub Pages publishes them: build/index.html -> book/, and lite/ beside it.
+sites: book lite
+	cp book/redirect.html build/index.html
+
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) exercises/student .pytest_cache .hypothesis
+	rm -rf $(VENV) exercises/student .pytest_cache .hypothesis build node_modules

@@ -1,0 +1,94 @@
+"""The book's own Sphinx extension: JupyterLab heading ids, local widget assets, lab downloads.
+
+* :func:`jupyterlab_heading_id` -- the anchor JupyterLab gives a heading, so a chapter's
+  link ``00_start_here.ipynb#Glossary`` works in JupyterLab and in the book alike;
+* the widget manager (``@jupyter-widgets/html-manager``'s ``embed-amd.js`` and its fonts)
+  and its AMD loader (``requirejs``) are copied from ``node_modules`` into
+  ``_static/widgets`` (``npm ci`` at the repository root installs them from
+  package-lock.json), so a page never asks a CDN for them;
+* the landing page's ``<!-- labs -->`` marker becomes a list of download links to the
+  labs' student copies (``make student`` writes them to ``exercises/student``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sphinx.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_MODULES = REPO / "node_modules"
+STUDENT = REPO / "exercises" / "student"
+LABS_MARKER = "<!-- labs -->"
+
+#: (source under node_modules, name under _static/widgets).  The html-manager's fonts
+#: (FontAwesome, for icon buttons) sit beside embed-amd.js, which finds them relative
+#: to its own URL; the source map is left out (the page does not need it).
+WIDGET_ASSETS = (("requirejs/require.js", "require.min.js"),
+                 ("@jupyter-widgets/html-manager/dist", ""))
+
+
+def jupyterlab_heading_id(title: str) -> str:
+    """JupyterLab's heading id: the heading's text with each space replaced by ``-``
+    (``createHeaderId`` in @jupyterlab/rendermime's renderers.ts); case and punctuation
+    are kept."""
+    return title.strip().replace(" ", "-")
+
+
+def _check_assets(app) -> None:
+    missing = [src for src, _ in WIDGET_ASSETS if not (NODE_MODULES / src).exists()]
+    if missing:
+        raise ConfigError(f"widget assets {missing} are not in {NODE_MODULES}: run "
+                          "`npm ci` at the repository root (make book does)")
+    if not any(STUDENT.glob("*.ipynb")):
+        raise ConfigError(f"no student copies in {STUDENT}: run `make student` first "
+                          "(make book does)")
+
+
+def _copy_assets(app, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    dest = Path(app.outdir) / "_static" / "widgets"
+    for src, name in WIDGET_ASSETS:
+        path = NODE_MODULES / src
+        if path.is_dir():
+            shutil.copytree(path, dest / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.map", "embed.js*", "libembed-amd.js"))
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / name)
+
+
+def lab_title(path: Path) -> str:
+    """The H1 of a lab notebook, without the ``#``; the file name if it has none."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
+
+
+def labs_markdown(docdir: Path) -> str:
+    """One bullet per student copy: its title and a download link (MyST ``{download}``)."""
+    import os
+    items = []
+    for path in sorted(STUDENT.glob("*.ipynb")):
+        rel = os.path.relpath(path, docdir)
+        items.append(f"* {lab_title(path)}: {{download}}`{path.name} <{rel}>`")
+    return "\n".join(items)
+
+
+def _fill_labs(app, docname, source) -> None:
+    if LABS_MARKER in source[0]:
+        docdir = (Path(app.srcdir) / docname).parent
+        source[0] = source[0].replace(LABS_MARKER, labs_markdown(docdir))
+
+
+def setup(app):
+    app.connect("builder-inited", _check_assets)
+    app.connect("source-read", _fill_labs)
+    app.connect("build-finished", _copy_assets)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
