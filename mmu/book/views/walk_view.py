@@ -19,15 +19,14 @@ computed; nothing re-walks a table.  The walk is KVM's ``FNAME(walk_addr_generic
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
-
-import numpy as np
 
 from mmu.x86.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PFErr, check_access, check_int
 from mmu.x86.memory import GuestMemory
 from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0, CR4, PagingMode, Regs, paging_mode
-from mmu.x86.walker import LEVEL_NAMES, WalkResult, entry_format
+from mmu.x86.walker import LEVEL_NAMES, WalkResult, entry_format, walk
 from mmu.book.views.common import Table, View, count_noun, esc, wrap_html
 
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
@@ -363,37 +362,70 @@ _MAP_QUESTIONS = (("present", "read", 0), ("writable", "write", 0), ("user", "re
                   ("executable", "fetch", 0))
 
 
+class PageAnswers(tuple):
+    """One yes/no per page, as a tuple of bools; ``.sum()`` counts the yeses (as numpy's
+    does), so chapter 1 reads the same whichever walker answered."""
+
+    def sum(self) -> int:
+        return sum(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class AddressMap:
-    """Per-page answers for ``start + i * 4096``: boolean arrays named after the question."""
+    """Per-page answers for ``start + i * 4096``: yes/no per page, named after the question."""
 
     mode: PagingMode
     start: int
     pages: int
-    present: np.ndarray
-    writable: np.ndarray
-    user: np.ndarray
-    executable: np.ndarray
+    present: PageAnswers
+    writable: PageAnswers
+    user: PageAnswers
+    executable: PageAnswers
 
     def runs(self) -> list[tuple[int, int, str]]:
         """``(first gva, last gva, rights)`` for each run of pages with equal answers."""
-        code = (self.present.astype(np.uint8) | self.writable.astype(np.uint8) << 1
-                | self.user.astype(np.uint8) << 2 | self.executable.astype(np.uint8) << 3)
-        edges = np.flatnonzero(np.diff(code)) + 1
-        starts = np.concatenate(([0], edges))
-        ends = np.concatenate((edges, [self.pages]))
+        codes = [p | w << 1 | u << 2 | x << 3 for p, w, u, x in
+                 zip(self.present, self.writable, self.user, self.executable)]
         out = []
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            c = int(code[s])
+        s = 0
+        for e in range(1, self.pages + 1):
+            if e < self.pages and codes[e] == codes[s]:
+                continue
+            c = codes[s]
             rights = "not mapped" if not c & 1 else ", ".join((
                 "writable" if c & 2 else "read-only", "user" if c & 4 else "supervisor",
                 "executable" if c & 8 else "no-execute"))
             out.append((self.start + s * 4096, self.start + e * 4096 - 1, rights))
+            s = e
         return out
 
 
+def _numpy():
+    """numpy if it can be imported, else None.  The live edition (Pyodide) runs without
+    it; the address map then asks the scalar walker, page by page."""
+    try:
+        return importlib.import_module("numpy")
+    except ImportError:
+        return None
+
+
+def _answers(mem: GuestMemory, regs: Regs, start: int, pages: int, access: str,
+             cpl: int) -> PageAnswers:
+    """``walk(...).ok`` for each page, through :func:`mmu.walk_many` when numpy is there
+    (about 100x faster) and :func:`mmu.walk` otherwise; both give the same answers
+    (tests/test_book.py compares them)."""
+    np = _numpy()
+    if np is not None:
+        from mmu.x86.batch import walk_many
+        gvas = np.uint64(start) + np.arange(pages, dtype=np.uint64) * np.uint64(4096)
+        return PageAnswers(walk_many(mem, regs, gvas, access, cpl, set_ad=False).ok.tolist())
+    return PageAnswers(walk(mem, regs, start + i * 4096, access, cpl, set_ad=False).ok
+                       for i in range(pages))
+
+
 def address_map(mem: GuestMemory, regs: Regs, start: int, pages: int) -> AddressMap:
-    """Ask :func:`mmu.walk_many` four questions about each of ``pages`` 4 KiB pages.
+    """Ask four questions about each of ``pages`` 4 KiB pages (:func:`mmu.walk_many`, or
+    the scalar walker without numpy).
 
     present = a CPL-0 read succeeds; writable = a CPL-0 write succeeds with CR0.WP=1;
     user = a CPL-3 read succeeds; executable = a CPL-0 fetch succeeds.  SMEP, SMAP and
@@ -404,12 +436,10 @@ def address_map(mem: GuestMemory, regs: Regs, start: int, pages: int) -> Address
     pages = check_int("pages", pages, 1, (1 << 20) + 1)
     if start % 4096:
         raise ValueError(f"start={start:#x} is not 4 KiB aligned")
-    from mmu.x86.batch import walk_many
     paging_mode(regs)
     plain = regs.replace(cr0=regs.cr0 | CR0.WP,
                          cr4=regs.cr4 & ~(CR4.SMEP | CR4.SMAP | CR4.PKE))
-    gvas = np.uint64(start) + np.arange(pages, dtype=np.uint64) * np.uint64(4096)
-    answers = {name: walk_many(mem, plain, gvas, access, cpl, set_ad=False).ok
+    answers = {name: _answers(mem, plain, start, pages, access, cpl)
                for name, access, cpl in _MAP_QUESTIONS}
     return AddressMap(paging_mode(regs), start, pages, **answers)
 
@@ -458,11 +488,16 @@ def plot_address_map(amap: AddressMap, ax: Any = None) -> Any:
     return fig
 
 
-def _spans(yes: np.ndarray) -> list[tuple[int, int]]:
+def _spans(yes) -> list[tuple[int, int]]:
     """``[(start, end)]`` page-index runs where ``yes`` is True."""
-    padded = np.concatenate(([False], yes.astype(bool), [False]))
-    d = np.diff(padded.astype(np.int8))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+    out, begin = [], None
+    for i, y in enumerate((*yes, False)):
+        if y and begin is None:
+            begin = i
+        elif not y and begin is not None:
+            out.append((begin, i))
+            begin = None
+    return out
 
 
 # ---------------------------------------------------------------------------
