@@ -27,7 +27,9 @@ from mmu.x86.memory import GuestMemory
 from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0, CR4, PagingMode, Regs, paging_mode
 from mmu.x86.walker import LEVEL_NAMES, WalkResult, entry_format, walk
+from mmu.book.views import svg
 from mmu.book.views.common import Table, View, count_noun, esc, wrap_html
+from mmu.book.views.svg import SvgFigure
 
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
            "gva_split", "error_code_table", "outcome_line", "walk_table", "render_walk",
@@ -275,10 +277,12 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     steps = result.trace
     col_w, gap, left, top, box_h = 175, 36, 70, 50, 220
     n = len(steps) + 1
-    width = left + n * col_w + (n - 1) * gap + 20
-    height = top + box_h + 70
     mode = result.mode.label if result.mode is not None else "EPT"
     title = f"Page walk of GVA {gva:#x} ({mode} paging)"
+    # Wide enough for the title too (a short walk is narrower than its title, which was
+    # then cut at both edges): 14 px bold monospace advances 0.6 em per character.
+    width = max(left + n * col_w + (n - 1) * gap + 20, svg.text_width(title, 14) + 40)
+    height = top + box_h + 70
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="walk-svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="{esc(title)}" font-family="monospace" font-size="11">',
@@ -313,7 +317,7 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     else:
         f = result.fault
         label = [("✘ #GP(0)" if f.vector == 13 else f"✘ #PF code {f.error_code:#x}"),
-                 *_wrap(f.reason, 22)[:6]]
+                 *svg.wrap_chars(f.reason, 22)[:6]]
         dash = ' stroke-dasharray="6 3"'
     out.append(f'<rect x="{x}" y="{top}" width="{col_w}" height="{box_h}" fill="#fff" '
                f'stroke="#333" stroke-width="2"{dash}/>')
@@ -340,17 +344,6 @@ def _arrow(x1: float, y1: float, x2: float, y2: float) -> str:
     return (f'<line x1="{x1}" y1="{y1}" x2="{x2 - 6}" y2="{y2}" stroke="#000" '
             f'stroke-width="1.5"/><polygon points="{x2},{y2} {x2 - 8},{y2 - 4} '
             f'{x2 - 8},{y2 + 4}" fill="#000"/>')
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines, cur = [], ""
-    for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
-            lines.append(cur)
-            cur = word
-        else:
-            cur = f"{cur} {word}".strip()
-    return lines + ([cur] if cur else [])
 
 
 # ---------------------------------------------------------------------------
@@ -453,39 +446,27 @@ def render_address_map(amap: AddressMap) -> View:
     return View(t.text(), wrap_html(t.html(), "address-map"))
 
 
-def plot_address_map(amap: AddressMap, ax: Any = None) -> Any:
-    """A matplotlib figure: one horizontal lane per question, a bar where the answer is yes.
+def plot_address_map(amap: AddressMap) -> SvgFigure:
+    """The map as a figure: one horizontal lane per question, a bar where the answer is yes.
 
-    Meaning is carried by the lane (y tick label) and the bar's presence, not colour;
-    each lane also has its own hatch pattern for grey-scale prints.
+    Meaning is carried by the lane's label and the bar's presence, not colour; each lane
+    also has its own hatch pattern for grey-scale prints.  (Our own SVG, see
+    :mod:`mmu.book.views.svg`; ``figure_svg`` gives its text.)
     """
-    import matplotlib
-    from matplotlib.figure import Figure
-    matplotlib.rcParams.setdefault("svg.hashsalt", "mmu")
-    if ax is None:
-        fig = Figure(figsize=(9, 2.6))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    if not isinstance(amap, AddressMap):
+        raise TypeError(f"amap must be an AddressMap, not {type(amap).__name__}")
     mib = 1 << 20
     names = [q[0] for q in _MAP_QUESTIONS]
-    hatches = ("", "//", "..", "xx")
-    for row, (name, hatch) in enumerate(zip(names, hatches)):
-        yes = getattr(amap, name)
-        spans = _spans(yes)
-        ax.broken_barh([((amap.start + s * 4096) / mib, (e - s) * 4096 / mib) for s, e in spans],
-                       (row - 0.35, 0.7), facecolors="0.55", edgecolors="black",
-                       hatch=hatch, linewidth=0.5)
-    ax.set_yticks(range(len(names)), [f"{n} (yes = bar)" for n in names])
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlim(amap.start / mib, (amap.start + amap.pages * 4096) / mib)
-    ax.set_xlabel("guest-virtual address (MiB)")
-    ax.set_ylabel("question asked of each page")
-    ax.set_title(f"Batch walk of {amap.pages} pages ({amap.mode.label} paging): "
-                 f"what each 4 KiB page allows")
-    fig.tight_layout()
-    return fig
+    spans = [[((amap.start + s * 4096) / mib, (amap.start + e * 4096) / mib)
+              for s, e in _spans(getattr(amap, name))] for name in names]
+    title = (f"Batch walk of {amap.pages} pages ({amap.mode.label} paging): "
+             f"what each 4 KiB page allows")
+    desc = "; ".join(f"{name}: {count_noun(sum(getattr(amap, name)), 'page')}"
+                     for name in names) + "."
+    return svg.lanes(title, desc, [f"{n} (yes = bar)" for n in names], spans,
+                     (amap.start / mib, (amap.start + amap.pages * 4096) / mib),
+                     "guest-virtual address (MiB)", "question asked of each page",
+                     "address-map-figure")
 
 
 def _spans(yes) -> list[tuple[int, int]]:
