@@ -40,11 +40,12 @@ $(NPM_STAMP): package.json package-lock.json
 # are staged beside the landing page so that their links resolve inside the source tree.
 # PATH: the chapters' kernel ("python3", argv "python") is this venv's interpreter.
 book: setup $(NPM_STAMP) student
-	rm -rf build/book build/book-src
+	rm -rf build/book build/book-src build/book-doctrees
 	mkdir -p build/book-src/notebooks
 	cp book/index.md build/book-src/
 	cp notebooks/*.ipynb build/book-src/notebooks/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q build/book-src build/book
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q \
+		-d build/book-doctrees build/book-src build/book
 
 # The live edition: JupyterLite + Pyodide (from npm) + the project's own wheel, in build/lite.
 lite: setup $(NPM_STAMP)

@@ -42,6 +42,7 @@ myst_enable_extensions = ["colon_fence"]
 nb_ipywidgets_js = {
     "widgets/require.min.js": {},
     "widgets/config.js": {},
+    "widgets/a11y.js": {},
     "widgets/embed-amd.js": {
         # Only ipywidgets' own modules are used, and they are inside embed-amd.js.  A
         # third-party widget would be fetched from here: a local path, so it fails in

@@ -6,6 +6,10 @@
   and its AMD loader (``requirejs``) are copied from ``node_modules`` into
   ``_static/widgets`` (``npm ci`` at the repository root installs them from
   package-lock.json), so a page never asks a CDN for them;
+* SVG outputs are put into the page inline, not as ``<img src=...svg>``: the book's
+  figures carry a ``<title>``, a ``<desc>`` and text labels (``mmu.book.views.svg``),
+  which a screen reader reaches only in inline SVG (myst-nb would give the ``<img>`` the
+  file's path as its alt text);
 * the landing page's ``<!-- labs -->`` marker becomes a list of download links to the
   labs' student copies (``make student`` writes them to ``exercises/student``).
 """
@@ -87,8 +91,29 @@ def _fill_labs(app, docname, source) -> None:
         source[0] = source[0].replace(LABS_MARKER, labs_markdown(docdir))
 
 
+def _inline_svg(app, doctree, docname) -> None:
+    """Replace each image node of an SVG output by the SVG itself (raw HTML)."""
+    from docutils import nodes
+    if app.builder.format != "html":
+        return
+    for img in list(doctree.findall(nodes.image)):
+        uri = img.get("uri", "")
+        if not uri.endswith(".svg"):
+            continue
+        path = Path(app.srcdir) / uri
+        if not path.is_file():
+            path = Path(uri)
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        text = text[text.index("<svg"):]            # drop any XML declaration / doctype
+        img.replace_self(nodes.raw("", f'<div class="mmu-svg-output">{text}</div>',
+                                   format="html"))
+
+
 def setup(app):
     app.connect("builder-inited", _check_assets)
     app.connect("source-read", _fill_labs)
+    app.connect("doctree-resolved", _inline_svg)
     app.connect("build-finished", _copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,8 +1,13 @@
-// Where the widget manager finds its own files.  embed-amd.js takes the folder of its AMD
-// module "@jupyter-widgets/html-manager/dist/..." as webpack's public path (FontAwesome
-// fonts for icon buttons); by default require.js puts that folder under the page's own
-// folder, where nothing is.  Point it at this folder (_static/widgets), which holds them.
+// Where the widget manager finds its own files.  embed-amd.js defines AMD modules named
+// "@jupyter-widgets/..." and each takes the folder of its module URL as webpack's public
+// path, from which it loads FontAwesome's fonts (icon buttons).  By default require.js
+// puts those folders under the page's own folder, where nothing is; map every module
+// into this folder (_static/widgets), which holds the fonts.
 (function () {
   var here = document.currentScript.src.replace(/\/[^\/]*$/, "");
-  require.config({ paths: { "@jupyter-widgets/html-manager/dist": here } });
+  var paths = { "@jupyter-widgets/html-manager/dist": here };
+  ["base", "base7", "controls", "controls7", "html-manager", "output"].forEach(function (m) {
+    paths["@jupyter-widgets/" + m] = here + "/" + m;
+  });
+  require.config({ paths: paths });
 })();
