@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 lab: setup
 	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
-test: setup
+# Both sites are built first: tests/test_book.py checks them, in chromium too.
+test: setup book lite
 	$(BIN)/python -m pytest
 
 app: setup
@@ -51,9 +52,14 @@ book: setup $(NPM_STAMP) student
 lite: setup $(NPM_STAMP)
 	$(BIN)/python book/lite.py build/lite
 
-# Both sites as GitHub Pages publishes them: build/index.html -> book/, and lite/ beside it.
+# Both sites as GitHub Pages publishes them (.github/workflows/pages.yml): build/site with
+# book/ and lite/ side by side and an index.html that leads to the book.
 sites: book lite
-	cp book/redirect.html build/index.html
+	rm -rf build/site
+	mkdir -p build/site
+	cp -r build/book build/lite build/site/
+	cp book/redirect.html build/site/index.html
+	touch build/site/.nojekyll
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

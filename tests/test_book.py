@@ -111,6 +111,44 @@ def test_jupyterlab_heading_ids():
         "What-you-learned,-and-where-next"
 
 
+# ---- Binder: runtime only, same pins as pyproject.toml ----------------------------------
+
+#: What a reader on Binder needs: the runtime dependencies and the `lab` extra.
+BINDER_GROUPS = ("lab",)
+TEST_ONLY = {"pytest", "hypothesis", "unicorn", "playwright", "nbval"}
+
+
+def test_binder_environment_is_runtime_only_and_pinned_like_pyproject():
+    import tomllib
+    import yaml
+    from test_environment import _norm, environment_pins
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    want = {}
+    for req in [*project["dependencies"],
+                *(r for g in BINDER_GROUPS for r in project["optional-dependencies"][g])]:
+        name, version = req.split("==")
+        want[_norm(name)] = version
+    env = yaml.safe_load((REPO / ".binder" / "environment.yml").read_text())
+    conda, pip, _ = environment_pins(env)
+    have = {k: v for k, v in {**conda, **pip}.items() if k not in ("python", "pip")}
+    assert have == want
+    assert not TEST_ONLY & set(have)
+    post = (REPO / ".binder" / "postBuild").read_text()
+    assert "pip install --no-deps ." in post and os.access(REPO / ".binder" / "postBuild", os.X_OK)
+
+
+def test_binder_links_name_the_repository():
+    sys.path.insert(0, str(REPO / "book" / "_ext"))
+    from mmu_book import binder_markdown
+    line = binder_markdown("someone/mmu-roles")
+    assert ("https://mybinder.org/v2/gh/someone/mmu-roles/HEAD?urlpath="
+            "lab/tree/notebooks/00_start_here.ipynb") in line
+    assert "urlpath=voila/render/notebooks/05_role_explorer.ipynb" in line
+    assert (REPO / "notebooks" / "00_start_here.ipynb").is_file()
+    assert "<owner>/<repository>" in binder_markdown(None)
+
+
 # ---- lazy numpy / matplotlib -------------------------------------------------------------
 
 def _blocked_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = REPO / "node_modules"
 STUDENT = REPO / "exercises" / "student"
 LABS_MARKER = "<!-- labs -->"
+BINDER_MARKER = "<!-- binder -->"
+#: Binder URLs of a GitHub repository "owner/name": JupyterLab at chapter 0, and the role
+#: explorer alone in Voila (.binder/ says what Binder installs).
+BINDER = "https://mybinder.org/v2/gh/{repo}/HEAD?urlpath={path}"
+BINDER_LAB = "lab/tree/notebooks/00_start_here.ipynb"
+BINDER_VOILA = "voila/render/notebooks/05_role_explorer.ipynb"
 
 #: (source under node_modules, name under _static/widgets).  The html-manager's fonts
 #: (FontAwesome, for icon buttons) sit beside embed-amd.js, which finds them relative
@@ -77,7 +84,6 @@ def lab_title(path: Path) -> str:
 
 def labs_markdown(docdir: Path) -> str:
     """One bullet per student copy: its title and a download link (MyST ``{download}``)."""
-    import os
     items = []
     for path in sorted(STUDENT.glob("*.ipynb")):
         rel = os.path.relpath(path, docdir)
@@ -85,10 +91,27 @@ def labs_markdown(docdir: Path) -> str:
     return "\n".join(items)
 
 
-def _fill_labs(app, docname, source) -> None:
+def binder_markdown(repo: str | None) -> str:
+    """The landing page's Binder line: links when the GitHub repository is known
+    (``GITHUB_REPOSITORY``, set in GitHub Actions), else how to make them."""
+    if repo:
+        lab = BINDER.format(repo=repo, path=BINDER_LAB)
+        voila = BINDER.format(repo=repo, path=BINDER_VOILA)
+        return (f"* **Binder**: [JupyterLab at chapter 0]({lab}) or [the role explorer as an "
+                f"app (Voilà)]({voila}): a Jupyter server in the cloud with numpy and "
+                "matplotlib, nothing to install (it takes a minute or two to start).")
+    return ("* **Binder**: when this repository is on GitHub, "
+            f"`{BINDER.format(repo='<owner>/<repository>', path=BINDER_LAB)}` opens it in "
+            "JupyterLab in the cloud (`.binder/` says what Binder installs).")
+
+
+def _fill_markers(app, docname, source) -> None:
     if LABS_MARKER in source[0]:
         docdir = (Path(app.srcdir) / docname).parent
         source[0] = source[0].replace(LABS_MARKER, labs_markdown(docdir))
+    if BINDER_MARKER in source[0]:
+        source[0] = source[0].replace(
+            BINDER_MARKER, binder_markdown(os.environ.get("GITHUB_REPOSITORY")))
 
 
 def _inline_svg(app, doctree, docname) -> None:
@@ -113,7 +136,7 @@ def _inline_svg(app, doctree, docname) -> None:
 
 def setup(app):
     app.connect("builder-inited", _check_assets)
-    app.connect("source-read", _fill_labs)
+    app.connect("source-read", _fill_markers)
     app.connect("doctree-resolved", _inline_svg)
     app.connect("build-finished", _copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
