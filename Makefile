@@ -37,7 +37,7 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $(NPM_STAMP)
 
 # The rendered book: every chapter executed (any exception fails the build; so does any
-# warning, e.g. a link that does not resolve), static HTML in build/book.  The chapters
+# warning, e.g. a link that does not resolve; -T prints the failing cell), static HTML in build/book.  The chapters
 # are staged beside the landing page so that their links resolve inside the source tree.
 # PATH: the chapters' kernel ("python3", argv "python") is this venv's interpreter.
 book: setup $(NPM_STAMP) student
@@ -45,7 +45,7 @@ book: setup $(NPM_STAMP) student
 	mkdir -p build/book-src/notebooks
 	cp book/index.md build/book-src/
 	cp notebooks/*.ipynb build/book-src/notebooks/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q -T \
 		-d build/book-doctrees build/book-src build/book
 
 # The live edition: JupyterLite + Pyodide (from npm) + the project's own wheel, in build/lite.

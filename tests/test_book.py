@@ -220,6 +220,38 @@ def _pages(book: Path) -> list[Path]:
     return sorted(book.glob("*.html")) + sorted((book / "notebooks").glob("*.html"))
 
 
+def _sphinx(tmp_path: Path, index: str, cells: list[str]) -> subprocess.CompletedProcess:
+    """Build a one-chapter book with the real configuration (book/conf.py)."""
+    import nbformat
+    src = tmp_path / "src"
+    (src / "notebooks").mkdir(parents=True)
+    (src / "index.md").write_text(index)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter\n\n## Its Section"),
+                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nbformat.write(nb, src / "notebooks" / "ch.ipynb")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-c", str(REPO / "book"),
+                           "-W", "--keep-going", "-q", "-T", str(src), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_book_build_fails_on_an_exception_or_a_broken_anchor(book, tmp_path):
+    """The real configuration, on a tiny book: a good one builds; an exception in a cell
+    fails the build, naming it; so does a link to an anchor the chapter does not have."""
+    toc = "```{toctree}\nnotebooks/ch\n```\n"
+    ok = _sphinx(tmp_path / "ok", "# Book\n\n[in](notebooks/ch.ipynb#Its-Section)\n" + toc,
+                 ["print(6 * 7)"])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = _sphinx(tmp_path / "raise", "# Book\n" + toc, ["raise ValueError('boom 42')"])
+    assert bad.returncode != 0 and "boom 42" in bad.stdout + bad.stderr
+    link = _sphinx(tmp_path / "link", "# Book\n\n[in](notebooks/ch.ipynb#No-Such-Section)\n"
+                   + toc, ["print(1)"])
+    assert link.returncode != 0 and "No-Such-Section" in link.stderr
+
+
 def test_book_has_a_page_per_chapter(book):
     assert sorted(p.stem for p in (book / "notebooks").glob("*.html")) == CHAPTERS
 
