@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[lab,test,book,lite]'
+	$(BIN)/pip install --quiet -e '.[lab,test,book]'
 	touch $(STAMP)
 
 # LAB_ARGS / APP_ARGS pass extra server options through, e.g.
@@ -49,8 +49,18 @@ book: setup $(NPM_STAMP) student
 		-d build/book-doctrees build/book-src build/book
 
 # The live edition: JupyterLite + Pyodide (from npm) + the project's own wheel, in build/lite.
-lite: setup $(NPM_STAMP)
-	$(BIN)/python book/lite.py build/lite
+# Its tools live in their own venv: jupyterlite-pyodide-kernel installs a JupyterLab
+# extension that would otherwise load in `make lab` (and put a dialog in front of it).
+LITE_VENV := .venv-lite
+LITE_STAMP := $(LITE_VENV)/.installed
+$(LITE_STAMP): pyproject.toml
+	$(PY) -m venv $(LITE_VENV)
+	$(LITE_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITE_VENV)/bin/pip install --quiet -e '.[lite]'
+	touch $(LITE_STAMP)
+
+lite: $(LITE_STAMP) $(NPM_STAMP)
+	$(LITE_VENV)/bin/python book/lite.py build/lite
 
 # Both sites as GitHub Pages publishes them (.github/workflows/pages.yml): build/site with
 # book/ and lite/ side by side and an index.html that leads to the book.
@@ -65,4 +75,4 @@ bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) exercises/student .pytest_cache .hypothesis build node_modules
+	rm -rf $(VENV) $(LITE_VENV) exercises/student .pytest_cache .hypothesis build node_modules

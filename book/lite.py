@@ -5,7 +5,9 @@
 the site itself:
 
 * the JupyterLab-like app and the Pyodide kernel extension (jupyterlite-core,
-  jupyterlite-pyodide-kernel from PyPI), and the ipywidgets lab extension of this venv;
+  jupyterlite-pyodide-kernel from PyPI), and the ipywidgets lab extension, all from the
+  venv this runs in (``make lite``: .venv-lite, kept apart from .venv so that the kernel
+  extension does not load in ``make lab``);
 * the Pyodide runtime from the npm package ``pyodide`` (node_modules, pinned by
   package-lock.json), at ``static/pyodide``;
 * beside it, the pure-Python wheels the kernel needs at start (micropip, IPython, jedi and
@@ -192,9 +194,7 @@ def main(argv=None) -> int:
             m.unlink()
     (stage / "jupyter-lite.json").write_text(json.dumps({
         "jupyter-lite-schema-version": 0,
-        "jupyter-config-data": {"appName": "mmu-roles (live)", "disabledExtensions": [
-            # Voila's lab extension comes with this venv; it has no use without a server.
-            "@voila-dashboards/jupyterlab-preview"]}}, indent=1))
+        "jupyter-config-data": {"appName": "mmu-roles (live)"}}, indent=1))
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lite", "build",
            "--lite-dir", str(stage), "--contents", str(contents), "--output-dir", str(out)]
     if not args.sourcemaps:
