@@ -59,7 +59,7 @@ $(LITE_STAMP): pyproject.toml
 	$(LITE_VENV)/bin/pip install --quiet -e '.[lite]'
 	touch $(LITE_STAMP)
 
-lite: $(LITE_STAMP) $(NPM_STAMP)
+lite: $(LITE_STAMP) $(NPM_STAMP) student
 	$(LITE_VENV)/bin/python book/lite.py build/lite
 
 # Both sites as GitHub Pages publishes them (.github/workflows/pages.yml): build/site with

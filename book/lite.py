@@ -172,6 +172,19 @@ def stage_pyodide(static: Path, wheels: Path) -> dict:
             "sha256 differs from Pyodide's build": repacked, "project wheel": own.name}
 
 
+#: The live edition's kernel.  The sources name JupyterLab's "python3", which JupyterLite
+#: matches only through language_info (the labs have none: it would ask which kernel).
+PYODIDE_KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
+
+
+def stage_notebook(src: Path, dest: Path) -> None:
+    """Copy a notebook for the live edition, naming the Pyodide kernel."""
+    nb = json.loads(src.read_text())
+    nb.setdefault("metadata", {})["kernelspec"] = PYODIDE_KERNELSPEC
+    nb["metadata"].setdefault("language_info", {"name": "python"})
+    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("output", type=Path)
@@ -187,7 +200,11 @@ def main(argv=None) -> int:
     contents = stage / "contents"
     contents.mkdir(parents=True)
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
-        shutil.copy(nb, contents / nb.name)
+        stage_notebook(nb, contents / nb.name)
+    # The labs' student copies (make student), so a class can work in the browser.
+    (contents / "labs").mkdir()
+    for nb in sorted((REPO / "exercises" / "student").glob("*.ipynb")):
+        stage_notebook(nb, contents / "labs" / nb.name)
     summary = stage_pyodide(stage / "static" / "pyodide", stage / "wheels")
     if not args.sourcemaps:
         for m in (stage / "static" / "pyodide").glob("*.map"):
@@ -195,6 +212,10 @@ def main(argv=None) -> int:
     (stage / "jupyter-lite.json").write_text(json.dumps({
         "jupyter-lite-schema-version": 0,
         "jupyter-config-data": {"appName": "mmu-roles (live)"}}, indent=1))
+    # Every cell stays in the page (no windowing): the chapters are short, and the
+    # browser test reads each cell's prompt and output.
+    (stage / "overrides.json").write_text(json.dumps({
+        "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}, indent=1))
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lite", "build",
            "--lite-dir", str(stage), "--contents", str(contents), "--output-dir", str(out)]
     if not args.sourcemaps:

@@ -83,11 +83,14 @@ def lab_title(path: Path) -> str:
 
 
 def labs_markdown(docdir: Path) -> str:
-    """One bullet per student copy: its title and a download link (MyST ``{download}``)."""
+    """One bullet per student copy: its title, a download link (MyST ``{download}``) and
+    a link to the same copy in the live edition (``make lite`` puts them under labs/)."""
     items = []
     for path in sorted(STUDENT.glob("*.ipynb")):
         rel = os.path.relpath(path, docdir)
-        items.append(f"* {lab_title(path)}: {{download}}`{path.name} <{rel}>`")
+        live = f"../lite/lab/index.html?path=labs/{path.name}"
+        items.append(f"* {lab_title(path)}: {{download}}`{path.name} <{rel}>`, or "
+                     f'<a href="{live}">open it in the live edition</a>')
     return "\n".join(items)
 
 
