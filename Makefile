@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Jupyter servers refuse to start as root (containers, CI images) unless told.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 # The book's start page, opened by `make lab` (the server's root is the repository,
-# so exercises/student/ is reachable too).
+# so student/, where `make student` writes, is reachable too).
 START_PAGE := notebooks/00_start_here.ipynb
 
 # Notebooks are committed without outputs: git runs every .ipynb through nbstripout
@@ -19,14 +19,14 @@ START_PAGE := notebooks/00_start_here.ipynb
 # the work tree, and each clone or worktree has its own .venv.
 NBSTRIPOUT := $(VENV)/bin/nbstripout --keep-id --extra-keys "$(foreach k,codemirror_mode file_extension mimetype nbconvert_exporter pygments_lexer version,metadata.language_info.$(k))"
 
-.PHONY: setup git-filter lab test app student grade bench clean
+.PHONY: setup git-filter lab test app student grade bench book lite sites clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[lab,test]'
+	$(BIN)/pip install --quiet -e '.[lab,test,book]'
 	$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
 
@@ -47,7 +47,8 @@ lab: setup
 	    --ContentsManager.post_save_hook=mmu.book.saving.refresh_git_index \
 	    $(ALLOW_ROOT) $(LAB_ARGS)
 
-test: setup
+# Both sites are built first: tests/test_book.py checks them, in chromium too.
+test: setup book lite
 	$(BIN)/python -m pytest
 
 # `make app`: the role explorer alone, for classroom projection (Voila).  The page is
@@ -78,8 +79,49 @@ grade: setup
 	$(BIN)/python -m mmu.book.exercises.grade $(SUBMISSIONS) \
 	  $(if $(ROSTER),--roster $(ROSTER)) --csv $(or $(CSV),scores.csv)
 
+# Browser assets (widget manager, Pyodide, axe-core) come from npm, pinned by package-lock.json.
+NPM_STAMP := node_modules/.installed
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+# The rendered book: every chapter executed (any exception fails the build; so does any
+# warning, e.g. a link that does not resolve; -T prints the failing cell), static HTML in build/book.  The chapters
+# are staged beside the landing page so that their links resolve inside the source tree.
+# PATH: the chapters' kernel ("python3", argv "python") is this venv's interpreter.
+book: setup $(NPM_STAMP) student
+	rm -rf build/book build/book-src build/book-doctrees
+	mkdir -p build/book-src/notebooks
+	cp book/index.md build/book-src/
+	cp notebooks/*.ipynb build/book-src/notebooks/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q -T \
+		-d build/book-doctrees build/book-src build/book
+
+# The live edition: JupyterLite + Pyodide (from npm) + the project's own wheel, in build/lite.
+# Its tools live in their own venv: jupyterlite-pyodide-kernel installs a JupyterLab
+# extension that would otherwise load in `make lab` (and put a dialog in front of it).
+LITE_VENV := .venv-lite
+LITE_STAMP := $(LITE_VENV)/.installed
+$(LITE_STAMP): pyproject.toml
+	$(PY) -m venv $(LITE_VENV)
+	$(LITE_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITE_VENV)/bin/pip install --quiet -e '.[lite]'
+	touch $(LITE_STAMP)
+
+lite: $(LITE_STAMP) $(NPM_STAMP) student
+	$(LITE_VENV)/bin/python book/lite.py build/lite
+
+# Both sites as GitHub Pages publishes them (.github/workflows/pages.yml): build/site with
+# book/ and lite/ side by side and an index.html that leads to the book.
+sites: book lite
+	rm -rf build/site
+	mkdir -p build/site
+	cp -r build/book build/lite build/site/
+	cp book/redirect.html build/site/index.html
+	touch build/site/.nojekyll
+
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) student exercises/student .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LITE_VENV) student exercises/student .pytest_cache .hypothesis build node_modules

@@ -38,17 +38,18 @@ needs_chromium = [
 
 
 @contextlib.contextmanager
-def browser_page(tmp_path: Path, viewport=(1400, 1000)) -> Iterator[tuple[object, list[str]]]:
+def browser_page(tmp_path: Path, viewport=(1400, 1000), extra_args: tuple[str, ...] = ()
+                 ) -> Iterator[tuple[object, list[str]]]:
     """A new page in a fresh Chromium profile; yields (page, errors).
 
     ``errors`` collects console errors and uncaught page errors as text, so a test can
-    end with ``assert errors == []``."""
+    end with ``assert errors == []``.  ``extra_args`` go to Chromium after LAUNCH_ARGS."""
     sync_api = pytest.importorskip("playwright.sync_api")
     errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
-            args=LAUNCH_ARGS, viewport={"width": viewport[0], "height": viewport[1]})
+            args=[*LAUNCH_ARGS, *extra_args], viewport={"width": viewport[0], "height": viewport[1]})
         try:
             page = ctx.new_page()
             page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")

@@ -156,8 +156,8 @@ def test_extra_and_renamed_packages_are_reported(files):
     assert drift(pyproject, env) == ["scipy is in environment.yml but not in pyproject.toml"]
     # A drifted pyproject is caught too, including a new optional group.
     pyproject = copy.deepcopy(pyproject)
-    pyproject["project"]["optional-dependencies"]["docs"] = ["sphinx==8.0.0"]
-    assert "sphinx==8.0.0 is in pyproject.toml but not in environment.yml" in drift(pyproject, env)
+    pyproject["project"]["optional-dependencies"]["docs"] = ["furo==2024.8.6"]
+    assert "furo==2024.8.6 is in pyproject.toml but not in environment.yml" in drift(pyproject, env)
 
 
 def test_unpinned_pyproject_requirement_is_refused(files):

@@ -186,11 +186,15 @@ def test_address_map_counts(mode, present, writable, user, executable):
 def test_address_map_plot_has_title_and_labels():
     g = wv.demo_guest("4-level")
     fig = wv.plot_address_map(wv.address_map(g.mem, g.regs, 0x40_0000, 1024))
-    ax = fig.axes[0]
-    assert ax.get_title().startswith("Batch walk of 1024 pages (4-level paging)")
-    assert ax.get_xlabel() == "guest-virtual address (MiB)"
-    assert ax.get_ylabel() == "question asked of each page"
-    assert [t.get_text() for t in ax.get_yticklabels()][0] == "present (yes = bar)"
+    assert fig.title.startswith("Batch walk of 1024 pages (4-level paging)")
+    assert "guest-virtual address (MiB)" in fig.labels
+    assert "question asked of each page" in fig.labels
+    lanes = [lab for lab in fig.labels if lab.endswith("(yes = bar)")]
+    assert lanes == ["present (yes = bar)", "writable (yes = bar)", "user (yes = bar)",
+                     "executable (yes = bar)"]
+    # 1024 pages from 0x400000: user code 64 pages (4-4.25 MiB) is present, user and
+    # executable; the <desc> says the counts in words for a screen reader.
+    assert "user: 96 pages" in fig.svg and "<title" in fig.svg
 
 
 def test_address_map_refuses_bad_input():
@@ -435,7 +439,7 @@ def test_two_d_grid_intel_pae_starts_at_the_pdpte_register():
     assert g.cells[1] == (1, 2, 3, 4, 5) and g.cells[-1] == (11, 12, 13, 14, 0)
     text = tv.render_grid(g).text
     assert "14 memory references" in text and "20 references (4 EPT walks + 4 reads)" in text
-    title = tv.plot_grid(g).axes[0].get_title()
+    title = tv.plot_grid(g).title
     assert title == ("2D walk, PAE guest on 4-level EPT: 14 references "
                      "(+20 at MOV CR3 to load the PDPTE registers)")
     amd = tv.two_d_grid("PAE", 0x00C0_1234, "read", "amd", 4)
@@ -447,9 +451,12 @@ def test_two_d_grid_render_and_plot():
     g = tv.two_d_grid()
     rows = _rows(tv.render_grid(g).text.split("\nOutcome")[0])
     assert rows[-1] == ["final GPA 0x301234", "21", "22", "23", "24", "·"]
-    ax = tv.plot_grid(g).axes[0]
-    assert ax.get_title() == "2D walk, 4-level guest on 4-level EPT: 24 references"
-    assert ax.get_xlabel().startswith("entry read") and ax.get_ylabel().startswith("guest level")
+    fig = tv.plot_grid(g)
+    assert fig.title == "2D walk, 4-level guest on 4-level EPT: 24 references"
+    assert any(lab.startswith("entry read") for lab in fig.labels)
+    assert any(lab.startswith("guest level") for lab in fig.labels)
+    # 24 numbered cells, 1..24, each written as text (the number carries the order).
+    assert [int(lab) for lab in fig.labels if lab.isdigit()] == list(range(1, 25))
     hole = tv.two_d_grid("4-level", 0x0100_0000)         # PDE 8 not present: guest #PF
     assert hole.refs == 3 * 5 and hole.outcome.startswith("✘ guest fault injected")
 
@@ -510,11 +517,15 @@ def test_figure_svg_is_svg_with_the_titles_and_refuses_non_figures():
     from mmu.book.views import tdp_view as tv
     svg = figure_svg(tv.plot_grid(tv.two_d_grid()))
     root = ET.fromstring(svg.encode())
-    assert root.tag.endswith("svg")
-    # matplotlib draws text as glyph paths and names each string in a comment.
-    assert "<!-- 2D walk, 4-level guest on 4-level EPT: 24 references -->" in svg
+    assert root.tag.endswith("svg") and root.get("role") == "img"
+    ns = "{http://www.w3.org/2000/svg}"
+    # The title is an SVG <title> that aria-labelledby names, and real <text>.
+    title = root.find(f"{ns}title")
+    assert title.text == "2D walk, 4-level guest on 4-level EPT: 24 references"
+    assert title.get("id") in root.get("aria-labelledby").split()
+    assert title.text in [t.text for t in root.iter(f"{ns}text")]
     assert figure_svg(tv.plot_grid(tv.two_d_grid())) == svg          # deterministic
-    with pytest.raises(TypeError, match="matplotlib Figure"):
+    with pytest.raises(TypeError, match="SvgFigure or a matplotlib Figure"):
         figure_svg("not a figure")
 
 

@@ -148,17 +148,21 @@ def wrap_html(body: str, css_class: str) -> str:
 
 
 def figure_svg(fig: Any) -> str:
-    """A matplotlib ``Figure`` as SVG text, for ``display(SVG(...))`` or a view's HTML.
+    """A figure as SVG text, for ``display(SVG(...))`` or a view's HTML.
 
-    The chapters build figures with ``matplotlib.figure.Figure`` (no pyplot, no global
-    state), and IPython only knows how to show such a bare figure once pyplot's inline
-    backend has been set up -- a static render would print ``<Figure size ...>`` instead
-    of the picture.  SVG text shows everywhere, stays sharp in print and is deterministic
-    (no date stamp, fixed id salt), so a re-run notebook does not churn.
+    The book's figures are its own SVG (:class:`mmu.book.views.svg.SvgFigure`, drawn
+    without matplotlib so that every chapter also runs in the live edition): their text
+    is returned as it is.  A matplotlib ``Figure`` (no pyplot, no global state) is still
+    accepted and saved as deterministic SVG (no date stamp, fixed id salt); matplotlib
+    is imported only then.
     """
+    from mmu.book.views.svg import SvgFigure
+    if isinstance(fig, SvgFigure):
+        return fig.svg
     savefig = getattr(fig, "savefig", None)
     if savefig is None:
-        raise TypeError(f"fig must be a matplotlib Figure, not {type(fig).__name__}")
+        raise TypeError(f"fig must be an SvgFigure or a matplotlib Figure, not "
+                        f"{type(fig).__name__}")
     import matplotlib
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": "mmu"}):

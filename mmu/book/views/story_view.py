@@ -21,8 +21,9 @@ from collections import Counter
 
 from mmu.kvm.eras import Era, era as make_era
 from mmu.x86.regs import CR0
-from mmu.book.views.common import Table, View, bullet_html, bullet_text, esc, figure_svg, wrap_html
 from mmu.book.sources import cite
+from mmu.book.views import svg
+from mmu.book.views.common import Table, View, bullet_html, bullet_text, esc, wrap_html
 from mmu.book.views.root_cache_view import TEXT_WIDTH, wrap_notes
 
 __all__ = ["STORY_KERNELS", "COUNT_COLUMNS", "ToggleResult", "toggle", "render_toggle",
@@ -259,11 +260,6 @@ def render_counts(kernels=STORY_KERNELS, mmus=("tdp", "legacy", "shadow"),
 
 # ---- the cost model beside the published figures -----------------------------------------------
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height))
-
-
 #: The published vmexit.flat figures :mod:`mmu.book.cost` was fitted on, as (MMU, "before"/"after")
 #: -- the constants' ``status`` in ``mmu.book.cost.CONSTANTS`` names each of them; the rest are
 #: held out.
@@ -289,42 +285,28 @@ def render_vmexit(vendor: str = "intel") -> View:
               "vs model",
               ("MMU", "pub. before", "model", "pub. after", "model", "pub. ratio",
                "model ratio", "before/after"), tuple(rows))
-    fig = _figure(7.5, 4)
-    fig.set_layout_engine("constrained")
-    ax = fig.add_subplot()
-    x = range(len(data))
-    w = 0.2
-    styles = [("published before", 1, "#4c72b0", "", "^", "white"),
-              ("model before", 2, "#4c72b0", "//", "^", "black"),
-              ("published after", 3, "#dd8452", "", "v", "white"),
-              ("model after", 4, "#dd8452", "//", "v", "black")]
-    for label, col, color, hatch, mk, face in styles:
-        xs = [i + (col - 2.5) * w for i in x]
-        ys = [d[col] for d in data]
-        ax.bar(xs, ys, w, color=color, hatch=hatch, edgecolor="black")
-        ax.plot(xs, ys, linestyle="none", marker=mk, markerfacecolor=face,
-                markeredgecolor="black", markersize=7)
-        ax.bar([0], [0], 0, color=color, hatch=hatch, edgecolor="black")   # legend swatch
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    handles = [(Patch(facecolor=c, hatch=h, edgecolor="black"),
-                Line2D([], [], linestyle="none", marker=m, markerfacecolor=f,
-                       markeredgecolor="black", markersize=7))
-               for _, _, c, h, m, f in styles]
-    from matplotlib.legend_handler import HandlerTuple
-    ax.legend(handles, [st[0] for st in styles], handler_map={tuple: HandlerTuple(ndivide=None)},
-              fontsize=8, ncol=2, loc="upper right")
-    ax.set_yscale("log")
-    ax.set_xticks(list(x), [d[0] for d in data])
-    ax.set_xlabel("MMU (tdp = TDP MMU, legacy = EPT with tdp_mmu=0, shadow = no EPT)")
-    ax.set_ylabel("cycles per CR0.WP toggle (log scale)")
-    ax.set_title("vmexit.flat CR0.WP: before vs after not unloading roots\n"
-                 "published: plain bars, hollow markers; model: hatched bars, filled markers",
-                 fontsize=10)
+    styles = [("published before", 1, "#4c72b0", "", "^", False),
+              ("model before", 2, "#4c72b0", "//", "^", True),
+              ("published after", 3, "#dd8452", "", "v", False),
+              ("model after", 4, "#dd8452", "//", "v", True)]
+    c = svg.Canvas(760, "vmexit.flat CR0.WP: before vs after not unloading roots -- "
+                   "published: plain bars, hollow markers; model: hatched bars, filled markers",
+                   "Cycles per CR0.WP toggle, log scale, for the TDP MMU, the legacy MMU and "
+                   "shadow paging: " + "; ".join(
+                       f"{d[0]} published {d[1]} before, {d[3]} after, model {d[2]:.0f} "
+                       f"before, {d[4]:.0f} after" for d in data) + ".", "cr0wp-vmexit-figure")
+    c.top += 10
+    svg.bars(c, 100, c.top, 620, 240, [d[0] for d in data],
+             [svg.Series(label, tuple(d[col] for d in data), color, hatch, shape, filled)
+              for label, col, color, hatch, shape, filled in styles],
+             ylabel="cycles per CR0.WP toggle (log scale)",
+             xlabel="MMU (tdp = TDP MMU, legacy = EPT with tdp_mmu=0, shadow = no EPT)",
+             log=True)
+    fig = c.figure()
     note = ("units presumed cycles (UNVERIFIED). Fitted (calibrated): tdp before and after, "
             "legacy before; held out: legacy after, shadow before and after (mmu.book.cost).")
     return View(t.text() + "\n" + textwrap.fill(note, TEXT_WIDTH),
-                wrap_html(t.html() + f"<p>{esc(note)}</p>" + figure_svg(fig), "cr0wp-vmexit"))
+                wrap_html(t.html() + f"<p>{esc(note)}</p>" + fig.svg, "cr0wp-vmexit"))
 
 
 #: Rows of Mathias's table drawn in the figure (the v4 cover and the stable backports).
@@ -401,49 +383,31 @@ def render_ssdd(rows=SSDD_FIGURE_ROWS, vendor: str = "intel") -> View:
               "next@d8708b = kvm-x86/next@d8708b (the v4 cover letter's base)",
               "modelled as: a kernel era of mmu.kvm.eras plus flags: " + "; ".join(
                   f"{k} = {_FLAG_MEANING[k]}" for _, k in FLAG_LETTERS if k in used)]
-    fig = _figure(11, 5)
-    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
-    x = list(range(len(rows)))
-    w = 0.2
     colors = {"legacy": "#4c72b0", "tdp": "#55a868", "shadow": "#999999"}
     markers = {"legacy": "s", "tdp": "^", "shadow": "D"}
     short = [short_row(r).replace(" + patches", " +p") for r in rows]
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.legend_handler import HandlerTuple
-    for ax, kinds in ((axes[0], ("legacy", "tdp")), (axes[1], ("shadow",))):
-        handles, labels = [], []
-        for j, kind in enumerate(kinds):
-            pub, mod = series[kind]
-            base = (j - len(kinds) / 2) * 2 * w + w / 2
-            for dx, ys, hatch, face, what in ((0, pub, "", "white", "published"),
-                                              (w, mod, "//", "black", "model")):
-                xs = [i + base + dx for i, y in zip(x, ys) if y is not None]
-                ys = [y for y in ys if y is not None]
-                ax.bar(xs, ys, w, color=colors[kind], hatch=hatch, edgecolor="black",
-                       alpha=0.6 if hatch else 1.0)
-                ax.plot(xs, ys, linestyle="none", marker=markers[kind], markerfacecolor=face,
-                        markeredgecolor="black", markersize=6)
-                handles.append((Patch(facecolor=colors[kind], hatch=hatch, edgecolor="black",
-                                      alpha=0.6 if hatch else 1.0),
-                                Line2D([], [], linestyle="none", marker=markers[kind],
-                                       markerfacecolor=face, markeredgecolor="black")))
-                labels.append(f"{kind} {what}")
-        ax.set_xticks(x, short, fontsize=8, rotation=35, ha="right")
-        ax.set_ylabel("seconds (lower is better)")
-        ax.set_xlabel("published row (+p = with the CR0.WP patches)")
-        ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)},
-                  fontsize=7, loc="upper left" if len(kinds) == 2 else "lower left",
-                  framealpha=0.95)
-    axes[0].set_title("legacy and TDP MMU", fontsize=10)
-    axes[1].set_title("shadow paging (no EPT)", fontsize=10)
-    axes[1].set_ylim(0, max(y for y in series["shadow"][0] + series["shadow"][1]
-                            if y is not None) * 1.35)
-    fig.suptitle("ssdd 10 50000: published (plain bars, hollow markers) vs model "
-                 "(hatched bars, filled markers)")
-    fig.set_layout_engine("constrained")
+    c = svg.Canvas(1000, "ssdd 10 50000: published (plain bars, hollow markers) vs model "
+                   "(hatched bars, filled markers)",
+                   "Seconds per run (lower is better) for each published row: "
+                   + "; ".join(f"{kind} published " + ", ".join(
+                       "none" if p is None else f"{p:g}" for p in series[kind][0])
+                       + f"; {kind} model " + ", ".join(f"{m:.2f}" for m in series[kind][1])
+                       for kind in cost.COLUMNS) + ".", "cr0wp-ssdd-figure")
+    c.top += 24
+
+    for x, w, kinds, subtitle in ((90, 560, ("legacy", "tdp"), "legacy and TDP MMU"),
+                                  (740, 240, ("shadow",), "shadow paging (no EPT)")):
+        svg.bars(
+            c, x, c.top, w, 260, short,
+            [svg.Series(f"{kind} {what}", tuple(series[kind][k]), colors[kind], hatch,
+                        markers[kind], filled)
+             for kind in kinds
+             for k, hatch, filled, what in ((0, "", False, "published"), (1, "//", True, "model"))],
+            ylabel="seconds (lower is better)", subtitle=subtitle, rotate_groups=True,
+            xlabel="published row (+p = with the CR0.WP patches)")
+    fig = c.figure()
     text = t.text() + "\n" + wrap_notes(legend)
-    return View(text, wrap_html(t.html() + bullet_html(legend) + figure_svg(fig), "cr0wp-ssdd"))
+    return View(text, wrap_html(t.html() + bullet_html(legend) + fig.svg, "cr0wp-ssdd"))
 
 
 def render_changes(vendor: str = "intel") -> View:

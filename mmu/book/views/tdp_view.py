@@ -18,6 +18,8 @@ from mmu.x86.bits import check_access, check_int
 from mmu.x86.regs import make_regs
 from mmu.kvm.roles import cpu_role, shadow_root_role, tdp_root_role
 from mmu.book.views.common import Table, View, count_noun, esc, hexword, wrap_html
+from mmu.book.views import svg
+from mmu.book.views.svg import SvgFigure
 from mmu.book.views.walk_view import MODES, demo_guest, tdp_translate
 
 __all__ = ["Grid", "two_d_grid", "render_grid", "plot_grid", "ROLE_CASES", "role_rows",
@@ -113,42 +115,21 @@ def render_grid(gr: Grid) -> View:
                                                  "two-d-grid"))
 
 
-def plot_grid(gr: Grid, ax: Any = None) -> Any:
-    """A matplotlib grid: guest rows × TDP columns, each used cell a square with its order
-    number written in it (the number carries the meaning; the shading repeats it)."""
-    from matplotlib.figure import Figure
-    if ax is None:
-        fig = Figure(figsize=(1.4 * len(gr.col_labels) + 3, 0.6 * len(gr.row_labels) + 1.6))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    nr, nc = len(gr.cells), len(gr.col_labels)
-    for i, row in enumerate(gr.cells):
-        for j, n in enumerate(row):
-            guest_col = j == nc - 1
-            face = "0.85" if n and not guest_col else ("0.6" if n else "white")
-            ax.add_patch(_rect(j, i, face, hatch="//" if guest_col and n else ""))
-            # "·" marks a reference that is not made, as in the text form.
-            ax.text(j + 0.5, i + 0.5, str(n) if n else "·", ha="center", va="center",
-                    fontsize=10, fontweight="bold",
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
-    ax.set_xlim(0, nc)
-    ax.set_ylim(nr, 0)
-    ax.set_xticks([j + 0.5 for j in range(nc)], gr.col_labels, rotation=20, ha="right")
-    ax.set_yticks([i + 0.5 for i in range(nr)], gr.row_labels)
-    ax.set_xlabel("entry read: TDP levels (root → leaf), then the guest's own entry")
-    ax.set_ylabel("guest level being translated")
+def plot_grid(gr: Grid) -> SvgFigure:
+    """The grid as a figure: guest rows × TDP columns, each used cell a square with its
+    order number written in it (the number carries the meaning; the shading repeats it;
+    the guest's own entries are hatched).  Our own SVG (:mod:`mmu.book.views.svg`)."""
+    if not isinstance(gr, Grid):
+        raise TypeError(f"gr must be a Grid, not {type(gr).__name__}")
+    nc = len(gr.col_labels)
     load = f" (+{gr.load_refs} at MOV CR3 to load the PDPTE registers)" if gr.load_refs else ""
-    ax.set_title(f"2D walk, {gr.mode} guest on {nc - 1}-level "
-                 f"{'EPT' if gr.vendor == 'intel' else 'NPT'}: {gr.refs} references{load}")
-    fig.tight_layout()
-    return fig
-
-
-def _rect(x: float, y: float, face: str, hatch: str = "") -> Any:
-    from matplotlib.patches import Rectangle
-    return Rectangle((x + 0.05, y + 0.05), 0.9, 0.9, facecolor=face, edgecolor="black",
-                     hatch=hatch)
+    title = (f"2D walk, {gr.mode} guest on {nc - 1}-level "
+             f"{'EPT' if gr.vendor == 'intel' else 'NPT'}: {gr.refs} references{load}")
+    desc = (f"Rows: {', '.join(gr.row_labels)}. Columns: {', '.join(gr.col_labels)}. "
+            f"Numbers give the order of the {gr.refs} references. Outcome: {gr.outcome}.")
+    return svg.grid(title, desc, gr.row_labels, gr.col_labels, gr.cells,
+                    "entry read: TDP levels (root → leaf), then the guest's own entry",
+                    "guest level being translated", "two-d-grid-figure", hatched_col=nc - 1)
 
 
 # ---------------------------------------------------------------------------

@@ -19,16 +19,17 @@ computed; nothing re-walks a table.  The walk is KVM's ``FNAME(walk_addr_generic
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
-
-import numpy as np
 
 from mmu.x86.bits import ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK, PFErr, check_access, check_int
 from mmu.x86.memory import GuestMemory
 from mmu.x86.pagetable import PageTableBuilder
 from mmu.x86.regs import CR0, CR4, PagingMode, Regs, paging_mode
-from mmu.x86.walker import LEVEL_NAMES, WalkResult, entry_format
+from mmu.x86.walker import LEVEL_NAMES, WalkResult, entry_format, walk
+from mmu.book.views import svg
 from mmu.book.views.common import Table, View, count_noun, esc, wrap_html
+from mmu.book.views.svg import SvgFigure
 
 __all__ = ["MODES", "ACCESS_LABELS", "DemoGuest", "demo_guest", "acc_label", "flag_names",
            "gva_split", "error_code_table", "outcome_line", "walk_table", "render_walk",
@@ -282,10 +283,12 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     steps = result.trace
     col_w, gap, left, top, box_h = 175, 36, 70, 50, 220
     n = len(steps) + 1
-    width = left + n * col_w + (n - 1) * gap + 20
-    height = top + box_h + 70
     mode = result.mode.label if result.mode is not None else "EPT"
     title = f"Page walk of GVA {gva:#x} ({mode} paging)"
+    # Wide enough for the title too (a short walk is narrower than its title, which was
+    # then cut at both edges): 14 px bold monospace advances 0.6 em per character.
+    width = max(left + n * col_w + (n - 1) * gap + 20, svg.text_width(title, 14) + 40)
+    height = top + box_h + 70
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="walk-svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
            # Scales down to the output's width instead of being cut at its right edge.
@@ -322,7 +325,7 @@ def walk_svg(result: WalkResult, gva: int) -> str:
     else:
         f = result.fault
         label = [("✘ #GP(0)" if f.vector == 13 else f"✘ #PF code {f.error_code:#x}"),
-                 *_wrap(fault_reason(f), 22)[:6]]
+                 *svg.wrap_chars(fault_reason(f), 22)[:6]]
         dash = ' stroke-dasharray="6 3"'
     out.append(f'<rect x="{x}" y="{top}" width="{col_w}" height="{box_h}" fill="#fff" '
                f'stroke="#333" stroke-width="2"{dash}/>')
@@ -351,17 +354,6 @@ def _arrow(x1: float, y1: float, x2: float, y2: float) -> str:
             f'{x2 - 8},{y2 + 4}" fill="#000"/>')
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    lines, cur = [], ""
-    for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
-            lines.append(cur)
-            cur = word
-        else:
-            cur = f"{cur} {word}".strip()
-    return lines + ([cur] if cur else [])
-
-
 # ---------------------------------------------------------------------------
 # An address space, from the batch walker
 # ---------------------------------------------------------------------------
@@ -371,37 +363,70 @@ _MAP_QUESTIONS = (("present", "read", 0), ("writable", "write", 0), ("user", "re
                   ("executable", "fetch", 0))
 
 
+class PageAnswers(tuple):
+    """One yes/no per page, as a tuple of bools; ``.sum()`` counts the yeses (as numpy's
+    does), so chapter 1 reads the same whichever walker answered."""
+
+    def sum(self) -> int:
+        return sum(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class AddressMap:
-    """Per-page answers for ``start + i * 4096``: boolean arrays named after the question."""
+    """Per-page answers for ``start + i * 4096``: yes/no per page, named after the question."""
 
     mode: PagingMode
     start: int
     pages: int
-    present: np.ndarray
-    writable: np.ndarray
-    user: np.ndarray
-    executable: np.ndarray
+    present: PageAnswers
+    writable: PageAnswers
+    user: PageAnswers
+    executable: PageAnswers
 
     def runs(self) -> list[tuple[int, int, str]]:
         """``(first gva, last gva, rights)`` for each run of pages with equal answers."""
-        code = (self.present.astype(np.uint8) | self.writable.astype(np.uint8) << 1
-                | self.user.astype(np.uint8) << 2 | self.executable.astype(np.uint8) << 3)
-        edges = np.flatnonzero(np.diff(code)) + 1
-        starts = np.concatenate(([0], edges))
-        ends = np.concatenate((edges, [self.pages]))
+        codes = [p | w << 1 | u << 2 | x << 3 for p, w, u, x in
+                 zip(self.present, self.writable, self.user, self.executable)]
         out = []
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            c = int(code[s])
+        s = 0
+        for e in range(1, self.pages + 1):
+            if e < self.pages and codes[e] == codes[s]:
+                continue
+            c = codes[s]
             rights = "not mapped" if not c & 1 else ", ".join((
                 "writable" if c & 2 else "read-only", "user" if c & 4 else "supervisor",
                 "executable" if c & 8 else "no-execute"))
             out.append((self.start + s * 4096, self.start + e * 4096 - 1, rights))
+            s = e
         return out
 
 
+def _numpy():
+    """numpy if it can be imported, else None.  The live edition (Pyodide) runs without
+    it; the address map then asks the scalar walker, page by page."""
+    try:
+        return importlib.import_module("numpy")
+    except ImportError:
+        return None
+
+
+def _answers(mem: GuestMemory, regs: Regs, start: int, pages: int, access: str,
+             cpl: int) -> PageAnswers:
+    """``walk(...).ok`` for each page, through :func:`mmu.walk_many` when numpy is there
+    (about 100x faster) and :func:`mmu.walk` otherwise; both give the same answers
+    (tests/test_book.py compares them)."""
+    np = _numpy()
+    if np is not None:
+        from mmu.x86.batch import walk_many
+        gvas = np.uint64(start) + np.arange(pages, dtype=np.uint64) * np.uint64(4096)
+        return PageAnswers(walk_many(mem, regs, gvas, access, cpl, set_ad=False).ok.tolist())
+    return PageAnswers(walk(mem, regs, start + i * 4096, access, cpl, set_ad=False).ok
+                       for i in range(pages))
+
+
 def address_map(mem: GuestMemory, regs: Regs, start: int, pages: int) -> AddressMap:
-    """Ask :func:`mmu.walk_many` four questions about each of ``pages`` 4 KiB pages.
+    """Ask four questions about each of ``pages`` 4 KiB pages (:func:`mmu.walk_many`, or
+    the scalar walker without numpy).
 
     present = a CPL-0 read succeeds; writable = a CPL-0 write succeeds with CR0.WP=1;
     user = a CPL-3 read succeeds; executable = a CPL-0 fetch succeeds.  SMEP, SMAP and
@@ -412,12 +437,10 @@ def address_map(mem: GuestMemory, regs: Regs, start: int, pages: int) -> Address
     pages = check_int("pages", pages, 1, (1 << 20) + 1)
     if start % 4096:
         raise ValueError(f"start={start:#x} is not 4 KiB aligned")
-    from mmu.x86.batch import walk_many
     paging_mode(regs)
     plain = regs.replace(cr0=regs.cr0 | CR0.WP,
                          cr4=regs.cr4 & ~(CR4.SMEP | CR4.SMAP | CR4.PKE))
-    gvas = np.uint64(start) + np.arange(pages, dtype=np.uint64) * np.uint64(4096)
-    answers = {name: walk_many(mem, plain, gvas, access, cpl, set_ad=False).ok
+    answers = {name: _answers(mem, plain, start, pages, access, cpl)
                for name, access, cpl in _MAP_QUESTIONS}
     return AddressMap(paging_mode(regs), start, pages, **answers)
 
@@ -431,46 +454,39 @@ def render_address_map(amap: AddressMap) -> View:
     return View(t.text(), wrap_html(t.html(), "address-map"))
 
 
-def plot_address_map(amap: AddressMap, ax: Any = None) -> Any:
-    """A matplotlib figure: one horizontal lane per question, a bar where the answer is yes.
+def plot_address_map(amap: AddressMap) -> SvgFigure:
+    """The map as a figure: one horizontal lane per question, a bar where the answer is yes.
 
-    Meaning is carried by the lane (y tick label) and the bar's presence, not colour;
-    each lane also has its own hatch pattern for grey-scale prints.
+    Meaning is carried by the lane's label and the bar's presence, not colour; each lane
+    also has its own hatch pattern for grey-scale prints.  (Our own SVG, see
+    :mod:`mmu.book.views.svg`; ``figure_svg`` gives its text.)
     """
-    import matplotlib
-    from matplotlib.figure import Figure
-    matplotlib.rcParams.setdefault("svg.hashsalt", "mmu")
-    if ax is None:
-        fig = Figure(figsize=(9, 2.6))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    if not isinstance(amap, AddressMap):
+        raise TypeError(f"amap must be an AddressMap, not {type(amap).__name__}")
     mib = 1 << 20
     names = [q[0] for q in _MAP_QUESTIONS]
-    hatches = ("", "//", "..", "xx")
-    for row, (name, hatch) in enumerate(zip(names, hatches)):
-        yes = getattr(amap, name)
-        spans = _spans(yes)
-        ax.broken_barh([((amap.start + s * 4096) / mib, (e - s) * 4096 / mib) for s, e in spans],
-                       (row - 0.35, 0.7), facecolors="0.55", edgecolors="black",
-                       hatch=hatch, linewidth=0.5)
-    ax.set_yticks(range(len(names)), [f"{n} (yes = bar)" for n in names])
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlim(amap.start / mib, (amap.start + amap.pages * 4096) / mib)
-    ax.set_xlabel("guest-virtual address (MiB)")
-    ax.set_ylabel("question asked of each page")
-    ax.set_title(f"Batch walk of {amap.pages} pages ({amap.mode.label} paging): "
-                 f"what each 4 KiB page allows")
-    fig.tight_layout()
-    return fig
+    spans = [[((amap.start + s * 4096) / mib, (amap.start + e * 4096) / mib)
+              for s, e in _spans(getattr(amap, name))] for name in names]
+    title = (f"Batch walk of {amap.pages} pages ({amap.mode.label} paging): "
+             f"what each 4 KiB page allows")
+    desc = "; ".join(f"{name}: {count_noun(sum(getattr(amap, name)), 'page')}"
+                     for name in names) + "."
+    return svg.lanes(title, desc, [f"{n} (yes = bar)" for n in names], spans,
+                     (amap.start / mib, (amap.start + amap.pages * 4096) / mib),
+                     "guest-virtual address (MiB)", "question asked of each page",
+                     "address-map-figure")
 
 
-def _spans(yes: np.ndarray) -> list[tuple[int, int]]:
+def _spans(yes) -> list[tuple[int, int]]:
     """``[(start, end)]`` page-index runs where ``yes`` is True."""
-    padded = np.concatenate(([False], yes.astype(bool), [False]))
-    d = np.diff(padded.astype(np.int8))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+    out, begin = [], None
+    for i, y in enumerate((*yes, False)):
+        if y and begin is None:
+            begin = i
+        elif not y and begin is not None:
+            out.append((begin, i))
+            begin = None
+    return out
 
 
 # ---------------------------------------------------------------------------
