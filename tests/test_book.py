@@ -315,10 +315,7 @@ def test_chapter_pages_weigh_at_most_one_mib(book):
     weights = {p.stem: p.stat().st_size for p in (book / "notebooks").glob("*.html")}
     _record("book page bytes", weights)
     heavy = {k: v for k, v in weights.items() if v > MIB}
-    if set(heavy) == {"05_role_explorer"}:
-        pytest.xfail(f"chapter 5 weighs {heavy['05_role_explorer']} bytes: its check cells keep "
-                     "their widgets' models alive (issue 10, the notebook check cells)")
-    assert heavy == {}
+    assert heavy == {}, "check cells must close their widgets (mmu.book.widget_state)"
 
 
 def test_lab_student_copies_are_linked_for_download(book):
