@@ -85,14 +85,15 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
-# The rendered book: every chapter executed (any exception fails the build; so does any
+# The rendered book (with docs/sources.md, which the chapters cite): every chapter executed (any exception fails the build; so does any
 # warning, e.g. a link that does not resolve; -T prints the failing cell), static HTML in build/book.  The chapters
 # are staged beside the landing page so that their links resolve inside the source tree.
 # PATH: the chapters' kernel ("python3", argv "python") is this venv's interpreter.
 book: setup $(NPM_STAMP) student
 	rm -rf build/book build/book-src build/book-doctrees
-	mkdir -p build/book-src/notebooks
+	mkdir -p build/book-src/notebooks build/book-src/docs
 	cp book/index.md build/book-src/
+	cp docs/sources.md build/book-src/docs/
 	cp notebooks/*.ipynb build/book-src/notebooks/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sphinx-build -b html -c book -W --keep-going -q -T \
 		-d build/book-doctrees build/book-src build/book
