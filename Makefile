@@ -26,7 +26,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[lab,test,book]'
+	$(BIN)/pip install --quiet -e '.[lab,test,book,dev]'
 	$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
 

@@ -10,6 +10,9 @@
   figures carry a ``<title>``, a ``<desc>`` and text labels (``mmu.book.views.svg``),
   which a screen reader reaches only in inline SVG (myst-nb would give the ``<img>`` the
   file's path as its alt text);
+* the saved widget state is pruned to the models the page's views reach
+  (:func:`prune_widget_state`): nbclient keeps every model the kernel ever opened, the
+  ones a check cell closed included, which would make chapter 05 weigh over 1 MiB;
 * the landing page's ``<!-- labs -->`` marker becomes a list of download links to the
   labs' student copies (``make student`` writes them to ``student/``).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -137,7 +141,44 @@ def _inline_svg(app, doctree, docname) -> None:
                                    format="html"))
 
 
+_VIEW = re.compile(r'<script type="application/vnd\.jupyter\.widget-view\+json">(.*?)</script>', re.S)
+_MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]+)")
+
+
+def prune_widget_state(state: dict, roots: set[str]) -> dict:
+    """The widget state (``{"state": {model_id: model}, ...}``) with only the models that
+    the view models ``roots`` reach through their ``IPY_MODEL_<id>`` references (children,
+    layouts, styles).  A closed widget's model is in nbclient's saved state although no
+    page can show it: ``NotebookClient.handle_comm_msg`` records every comm's state and
+    never drops one on ``comm_close`` (nbclient 0.10)."""
+    models = state["state"]
+    keep, todo = set(), [r for r in roots if r in models]
+    while todo:
+        mid = todo.pop()
+        if mid in keep:
+            continue
+        keep.add(mid)
+        todo.extend(r for r in _MODEL_REF.findall(json.dumps(models[mid]["state"]))
+                    if r in models and r not in keep)
+    return {**state, "state": {k: v for k, v in models.items() if k in keep}}
+
+
+def _prune_saved_widgets(app, doctree) -> None:
+    from docutils import nodes
+    from myst_nb.sphinx_ import NbMetadataCollector
+    js = NbMetadataCollector.get_js_files(app.env, app.env.docname)
+    if "ipywidgets_state" not in js:
+        return
+    _, kwargs = js["ipywidgets_state"]
+    roots = {json.loads(body)["model_id"] for raw in doctree.findall(nodes.raw)
+             for body in _VIEW.findall(raw.astext())}
+    state = prune_widget_state(json.loads(kwargs["body"]), roots)
+    # the same escaping myst-nb's sanitize_script_content applies
+    kwargs["body"] = json.dumps(state).replace("</script>", r"<\/script>")
+
+
 def setup(app):
+    app.connect("doctree-read", _prune_saved_widgets)
     app.connect("builder-inited", _check_assets)
     app.connect("source-read", _fill_markers)
     app.connect("doctree-resolved", _inline_svg)
