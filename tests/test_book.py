@@ -483,8 +483,11 @@ def test_book_in_chromium(site, tmp_path):
                 if cell.locator("script[type='application/vnd.jupyter.widget-view+json']").count():
                     # rendered from the saved state ...
                     sync_api.expect(cell.locator(".jupyter-widgets").first).to_be_visible()
-                    # ... with its text form printed right under it (the next cell's output)
-                    text = cells.nth(i + 1).locator("div.cell_output pre").first
+                    # ... with its text form printed right under it: in the same cell's
+                    # output after the widget (chapter 9's show_patch), or the next cell's
+                    same = cell.locator("div.cell_output pre")
+                    text = (same if same.count() else
+                            cells.nth(i + 1).locator("div.cell_output pre")).first
                     sync_api.expect(text).to_be_visible()
                     assert text.inner_text().strip(), f"{stem}: empty text form under widget {i}"
                     shown += 1

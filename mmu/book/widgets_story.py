@@ -14,7 +14,8 @@ from typing import Any
 from mmu.book.views.common import View
 from mmu.book.widgets_walk import ViewWidget, _check, _drop, _slider, _toggles
 
-__all__ = ["SeriesWalkthrough", "PatchSection", "patch_section", "NestedExplorer", "RootCacheTimeline", "Cr0WpStory"]
+__all__ = ["SeriesWalkthrough", "PatchSection", "patch_section", "show_patch", "NestedExplorer",
+           "RootCacheTimeline", "Cr0WpStory"]
 
 
 def _series_state_controls(sv, st) -> dict[str, Any]:
@@ -91,6 +92,16 @@ def patch_section(patch: "str | int") -> "PatchSection | View":
     from mmu.book.views import series_view as sv
     p = sv.find_patch(patch)
     return PatchSection(p.hash) if p.demo else sv.render_section(sv.demo(p))
+
+
+def show_patch(patch: "str | int") -> None:
+    """Display chapter 9's section for one patch and print its plain-text form right under
+    it (the book's rule: every view also as text, which is what a rendered or static copy
+    of the page shows).  Returns nothing, so the cell displays the section once."""
+    from IPython.display import display
+    section = patch_section(patch)
+    display(section)
+    print(section.text)
 
 
 class NestedExplorer(ViewWidget):
