@@ -159,7 +159,7 @@ def test_binder_links_name_the_repository():
     line = binder_markdown("someone/mmu-roles")
     assert ("https://mybinder.org/v2/gh/someone/mmu-roles/HEAD?urlpath="
             "lab/tree/notebooks/00_start_here.ipynb") in line
-    assert "urlpath=voila/render/notebooks/05_role_explorer.ipynb" in line
+    assert "urlpath=voila/render/app/role_explorer.ipynb" in line
     assert (REPO / "notebooks" / "00_start_here.ipynb").is_file()
     assert "<owner>/<repository>" in binder_markdown(None)
 

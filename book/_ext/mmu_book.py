@@ -35,7 +35,7 @@ BINDER_MARKER = "<!-- binder -->"
 #: explorer alone in Voila (.binder/ says what Binder installs).
 BINDER = "https://mybinder.org/v2/gh/{repo}/HEAD?urlpath={path}"
 BINDER_LAB = "lab/tree/notebooks/00_start_here.ipynb"
-BINDER_VOILA = "voila/render/notebooks/05_role_explorer.ipynb"
+BINDER_VOILA = "voila/render/app/role_explorer.ipynb"
 
 #: (source under node_modules, name under _static/widgets).  The html-manager's fonts
 #: (FontAwesome, for icon buttons) sit beside embed-amd.js, which finds them relative
