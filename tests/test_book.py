@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import UI_TIMEOUT_MS, browser_page, needs_chromium, run_all
+from browser_support import browser_page, needs_chromium, run_all
 from conftest import REPO
 
 BUILD = REPO / "build"

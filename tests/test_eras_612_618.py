@@ -20,7 +20,6 @@ from mmu.book.views.roles_view import (FLAG_LABELS, ExplorerState, explore, impo
                                        never_in_kvm, render)
 from mmu.kvm.eras import ERA_NAMES, era
 from mmu.kvm.vcpu import MMU_KINDS, VENDORS, VCpu
-from mmu.x86.regs import CR0, CR4
 
 OLD_ERAS = tuple(k for k in ERA_NAMES if k != "6.18")
 CET = 1 << 23                       # CR4.CET (SDM Vol. 3A 2.5)

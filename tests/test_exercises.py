@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from mmu.book.exercises import cr0_wp, permissions, roles, root_reuse, shadow, walks
+from mmu.book.exercises import cr0_wp, permissions, roles, root_reuse, walks
 from mmu.book.exercises.base import DIFFICULTIES, CheckFailed, Problem, Verdict, registry
 from mmu.book.exercises.student import solution_lines, strip_solutions
 from role_expectations import (State, expected_cpu_base_word, expected_shadow_root_word,

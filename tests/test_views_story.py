@@ -389,8 +389,8 @@ def test_chapter_9_has_one_section_per_patch_in_merge_order():
     nb = nbformat.read(REPO / "notebooks" / "09_reviewers_walkthrough.ipynb", as_version=4)
     src = [c.source for c in nb.cells]
     found = [(src[i], src[i + 1]) for i in range(len(src) - 1)
-             if src[i].startswith("### ") and src[i + 1].startswith("patch_section(")]
-    assert found == [(sv.patch_heading(p), f'patch_section("{p.hash}")')
+             if src[i].startswith("### ") and src[i + 1].startswith("show_patch(")]
+    assert found == [(sv.patch_heading(p), f'show_patch("{p.hash}")')
                      for p in PATCHES + FOLLOW_UPS]
     assert "render_walkthrough_text" not in "".join(src)      # no 20-screen text dump
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from mmu.x86.regs import CR0, CR4, EFER, Regs, make_regs, paging_mode
 from mmu.kvm.roles import CpuRole, PageRole, cpu_role, shadow_root_role, tdp_root_role
 from mmu.book.exercises.base import (Blank, CheckFailed, Problem, Step, check_difficulty,
-                                     check_seed, hexs, set_hint, type_name)
+                                     check_seed, set_hint, type_name)
 
 __all__ = ["KIND", "RoleWordProblem", "RoleChangeProblem", "make_problem", "field_rules",
            "describe_regs", "random_regs"]

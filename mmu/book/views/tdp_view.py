@@ -12,7 +12,6 @@ time.  The roles are :func:`mmu.kvm.roles.cpu_role`, :func:`~mmu.kvm.roles.tdp_r
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from mmu.x86.bits import check_access, check_int
 from mmu.x86.regs import make_regs
