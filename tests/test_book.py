@@ -597,15 +597,14 @@ def test_live_chapter_runs_offline(site, tmp_path, stem):
 @in_chromium
 def test_live_lab_runs_to_the_end_unanswered(site, tmp_path):
     """A lab's student copy in the live edition: the problems are generated and checked in
-    the browser, and every graded cell of the unanswered copy says "not answered yet" once,
-    without stopping the notebook (no error output at all: no import or kernel error)."""
-    import json
-    graded = sum("problem.grade(answer)" in "".join(c["source"])
-                 for c in json.loads((REPO / "student" / "walks.ipynb").read_text())["cells"])
+    the browser, Run All is not stopped by an unanswered exercise (every cell the page holds
+    is numbered, no error output), and the first check says "not answered yet".  (That each check
+    says it exactly once is tests/test_student_copies.py's, headless: JupyterLab renders only
+    the cells near the view, so the page does not hold every output at once.)"""
     with offline_page(tmp_path, site) as (page, errors, blocked):
         page.set_default_timeout(LITE_CHAPTER_S * 1000)
         _, failures = _run_notebook(page, site, "labs/walks.ipynb", LITE_CHAPTER_S)
-        outputs = page.locator(".jp-Notebook .jp-OutputArea-output").all_inner_texts()
+        outputs = page.locator(".jp-Notebook .jp-OutputArea-output").all_text_contents()
     assert failures == [], failures
-    assert graded > 0 and sum(o.count("not answered yet") for o in outputs) == graded, outputs
+    assert any("not answered yet" in o for o in outputs), outputs
     assert blocked == []

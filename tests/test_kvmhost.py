@@ -308,3 +308,13 @@ def test_with_ept_the_model_answers_a_fault_with_the_cpus_error_code():
         m = Model("6.4", kind, "intel")
         assert m.fault(img.mem, regs, TEST_VA, "write", 0) == "#PF 0x3"
         assert m.fault(img.mem, regs, TEST_VA, "read", 3) == "#PF 0x5"
+
+
+def test_tracing_reason_without_a_host_kernel(monkeypatch):
+    """In the live edition (Pyodide) os has no geteuid: chapter 10 says why it cannot trace
+    instead of failing (the live-edition sweep in tests/test_book.py runs the chapter)."""
+    import os
+    from mmu.kvmhost import trace
+    monkeypatch.delattr(os, "geteuid")
+    reason = trace.tracing_unusable_reason()
+    assert reason is not None and "no os.geteuid" in reason

@@ -124,6 +124,8 @@ def tracing_unusable_reason() -> str | None:
     the kvm module, a tracefs it can find or mount (a container may forbid mounting), and
     the ``kvmmmu/kvm_mmu_get_page`` event in it.  The mount probe runs once per process
     and is undone at once."""
+    if not hasattr(os, "geteuid"):      # e.g. Python in the browser (Pyodide): no host
+        return "this Python has no host kernel to trace (no os.geteuid: not a Linux process)"
     if os.geteuid() != 0:
         return ("tracing KVM's role words needs root (tracefs is root-only); "
                 "the stats-only experiments still run")
@@ -254,7 +256,7 @@ def leftovers(pids=None) -> dict:
     out["mounts"] = [m for m in mounts if left(os.path.basename(m))]
     root, tmp = find_tracefs(), None
     if root is None:
-        if os.geteuid() != 0:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
             return out
         tmp = tempfile.mkdtemp(prefix="kvmhost-check-")
         try:
