@@ -367,3 +367,13 @@ def test_is_mirror_is_zero_for_every_modelled_role():
         assert tdp_root_role(cpu).is_mirror == 0
         if cpu.base.level:
             assert shadow_root_role(cpu).is_mirror == 0
+
+
+def test_role_words_from_numpy_integers_are_plain_ints():
+    """check_int accepts any __index__ integer (numpy's too) and returns a plain int; the
+    unpackers compute with that, not with the numpy value (np.uint64 & ~mask overflowed)."""
+    import numpy as np
+    from mmu.kvm.roles import CpuRole, PageRole
+    r = PageRole.from_word(np.uint64(0x3704))
+    assert r == PageRole.from_word(0x3704) and type(r.word) is int and type(r.level) is int
+    assert CpuRole.from_u64(np.uint64(0x3704)) == CpuRole.from_u64(0x3704)

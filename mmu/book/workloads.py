@@ -110,8 +110,8 @@ def context_switches(seed: int, n_procs: int, switches: int, *, pattern: str = "
     ``pattern``: "round_robin" (1, 2, ..., n-1, 0, 1, ...) or "random" (uniform, never the
     current process)."""
     rng = _rng(seed)
-    check_int("n_procs", n_procs, 1, 1 << 16)
-    check_int("switches", switches, 0, 1 << 24)
+    n_procs = check_int("n_procs", n_procs, 1, 1 << 16)
+    switches = check_int("switches", switches, 0, 1 << 24)
     if pattern not in ("round_robin", "random"):
         raise ValueError(f"pattern={pattern!r}: allowed ('round_robin', 'random')")
     ops, cur = [], 0
@@ -143,8 +143,8 @@ def kernexec(seed: int, syscalls: int, *, n_procs: int = 4, wp_pairs_per_syscall
     switch to another process; page faults at ``fault_rate`` per syscall (guest work: with
     EPT/NPT, and with shadow paging when the SPTE already exists, they do not exit here)."""
     rng = _rng(seed)
-    check_int("syscalls", syscalls, 0, 1 << 24)
-    check_int("switch_every", switch_every, 1, 1 << 16)
+    syscalls = check_int("syscalls", syscalls, 0, 1 << 24)
+    switch_every = check_int("switch_every", switch_every, 1, 1 << 16)
     if not 0 <= wp_pairs_per_syscall <= 16:
         raise ValueError(f"wp_pairs_per_syscall={wp_pairs_per_syscall}: allowed 0..16")
     if not 0 <= fault_rate <= 1:
@@ -188,10 +188,10 @@ def ssdd(seed: int = 0, *, pairs: int = 10, iterations: int = 50_000, sample: in
     after ``warmup`` uncounted ones and scaled by pairs*iterations/sample.
     """
     rng = _rng(seed)
-    check_int("pairs", pairs, 1, 1 << 10)
-    check_int("iterations", iterations, 1, 1 << 32)
-    check_int("sample", sample, 1, 1 << 20)
-    check_int("warmup", warmup, 0, 1 << 20)
+    pairs = check_int("pairs", pairs, 1, 1 << 10)
+    iterations = check_int("iterations", iterations, 1, 1 << 32)
+    sample = check_int("sample", sample, 1, 1 << 20)
+    warmup = check_int("warmup", warmup, 0, 1 << 20)
     check_int("n_cpus", n_cpus, 1, 64)
     boot = [op for c in range(n_cpus) for op in boot_long_mode(_cr3_of(2 * c), c)]
     trips = []
@@ -210,7 +210,7 @@ def vmexit_cr0_wp(toggles: int = 200, warmup: int = 4) -> Workload:
     """kvm-unit-tests ``vmexit.flat`` CR0.WP test: a 64-bit guest flips CR0.WP in a loop
     (57c063c5, facts §10.1); cost is reported per toggle."""
     check_int("toggles", toggles, 1, 1 << 24)
-    check_int("warmup", warmup, 0, 1 << 16)
+    warmup = check_int("warmup", warmup, 0, 1 << 16)
 
     def flips(n: int, start: int) -> list[Op]:
         out = []

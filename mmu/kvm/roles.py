@@ -161,7 +161,7 @@ class _RoleWord:
         """Unpack a word; refuses words with bits outside every field of ``era``'s union
         (the ``unused`` bits; ``era`` None: the 5.19-6.13 union, so bit 19 is refused
         unless ``era`` is a 6.14+ one such as "6.18")."""
-        check_int(f"{cls.__name__} word", word, 0, 1 << cls._WORD_BITS)
+        word = check_int(f"{cls.__name__} word", word, 0, 1 << cls._WORD_BITS)
         mask = cls.used_mask(era)
         stray = word & ~mask
         if stray:
@@ -316,7 +316,7 @@ class _RolePair:
     @classmethod
     def from_u64(cls, value: int, era: object = None):
         """Unpack ``as_u64``; ``era`` as for :meth:`PageRole.from_word`."""
-        check_int(f"{cls.__name__} as_u64", value, 0, 1 << 64)
+        value = check_int(f"{cls.__name__} as_u64", value, 0, 1 << 64)
         return cls(PageRole.from_word(value & 0xFFFF_FFFF, era), cls._EXT.from_word(value >> 32))
 
     def replace(self, **changes):
@@ -526,13 +526,13 @@ def child_role(parent: PageRole, *, level: int, direct: bool, access: int,
     """
     if not isinstance(parent, PageRole):
         raise TypeError(f"parent must be a PageRole, not {type(parent).__name__}")
-    check_int("level", level, 1, 5)
+    level = check_int("level", level, 1, 5)
     if level != parent.level - 1:
         raise ValueError(f"child level={level} is out of range: allowed only parent.level - 1 "
                          f"= {parent.level - 1}")
-    check_int("access", access, 0, ACC_ALL + 1)
+    access = check_int("access", access, 0, ACC_ALL + 1)
     max_quadrant = 1 if parent.has_4_byte_gpte else 0
-    check_int("quadrant", quadrant, 0, max_quadrant + 1)
+    quadrant = check_int("quadrant", quadrant, 0, max_quadrant + 1)
     if parent.has_4_byte_gpte and level != 1:
         raise ValueError(f"child level={level} of a 4-byte-gpte page: allowed only level 1 "
                          f"(kvm_mmu_child_role WARNs otherwise)")

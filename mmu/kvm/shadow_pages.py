@@ -55,13 +55,13 @@ def KVM_PAGES_PER_HPAGE(level: int) -> int:
 
 def gfn_to_pfn(gfn: int) -> int:
     """Host frame backing guest frame ``gfn`` (the model's fixed memslot, see module doc)."""
-    check_int("gfn", gfn, 0, 1 << (MAX_PHYS_BITS - 1 - PAGE_SHIFT))
+    gfn = check_int("gfn", gfn, 0, 1 << (MAX_PHYS_BITS - 1 - PAGE_SHIFT))
     return gfn + (HOST_RAM_BASE >> PAGE_SHIFT)
 
 
 def gpa_to_hpa(gpa: int) -> int:
     """``gfn_to_pfn`` at byte granularity: ``gpa + HOST_RAM_BASE`` for ``gpa < 2**51``."""
-    check_int("gpa", gpa, 0, HOST_RAM_BASE)
+    gpa = check_int("gpa", gpa, 0, HOST_RAM_BASE)
     return gpa + HOST_RAM_BASE
 
 
